@@ -1,0 +1,99 @@
+"""Pulse: a realtime dashboard service.
+
+``create_app()`` is the one wiring point: it reads the settings, builds the services (database,
+broker, hub, listener) and registers the blueprints. Data flows broker -> listener -> hub ->
+outbox -> transport (``transport_ws`` / ``transport_sse``).
+"""
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response
+from quart_schema import QuartSchema, RequestSchemaValidationError
+
+from .config import Settings, load_settings
+from .errors import PulseError
+from .services import Services
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("pulse")
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the Quart app. Raises ConfigError (naming the variable) for a bad environment."""
+    from . import hypercorn_ext, logs
+
+    settings = settings or load_settings()
+    logs.configure()
+    hypercorn_ext.install(deflate=settings.ws_deflate)
+
+    app = Quart(__name__, static_folder=None)
+    app.config["JSON_SORT_KEYS"] = False
+    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path="/docs", redoc_ui_path=None,
+                info={"title": "Pulse", "version": "0.1.0"})
+    svc = Services(settings)
+    app.extensions["pulse"] = svc
+
+    for blueprint in _blueprints():
+        app.register_blueprint(blueprint)
+    for install in _installers():
+        install(app, svc)
+    _register_error_handlers(app)
+
+    @app.before_serving
+    async def _start() -> None:
+        await svc.start()
+
+    @app.after_serving
+    async def _stop() -> None:
+        await svc.stop()
+
+    return app
+
+
+def _blueprints():
+    from . import api_health, api_history, transport_sse, transport_ws
+
+    return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp]
+
+
+def _installers():
+    """Modules that add blueprints, background jobs or the stats provider to the services."""
+    from . import transport_ws
+
+    return [transport_ws.install]
+
+
+def _register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(PulseError)
+    async def _pulse_error(error: PulseError):
+        return {"detail": error.detail}, error.status
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _validation_error(error: RequestSchemaValidationError):
+        return {"detail": _describe_validation(error.validation_error)}, 422
+
+    @app.errorhandler(404)
+    async def _not_found(_error):
+        return {"detail": "Not found"}, 404
+
+    @app.errorhandler(405)
+    async def _method_not_allowed(_error):
+        return {"detail": "Method not allowed"}, 405
+
+    @app.errorhandler(500)
+    async def _internal(_error):
+        return {"detail": "Internal server error"}, 500
+
+
+def _describe_validation(error) -> str:
+    errors = getattr(error, "errors", None)
+    if callable(errors):
+        parts = []
+        for item in errors():
+            where = ".".join(str(p) for p in item.get("loc", ()) if p != "__root__")
+            parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+        if parts:
+            return "; ".join(parts)
+    return str(error)

@@ -1,0 +1,88 @@
+"""Command line: ``python -m quart_app serve|migrate|token|prune``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from .config import load_settings
+from .errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m quart_app", description="Pulse")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service on Hypercorn")
+    serve.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--demo", action="store_true", help="run the built-in event simulator")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the socket")
+    sub.add_parser("migrate", help="apply sql/ schema files not yet applied")
+    token = sub.add_parser("token", help="mint an access token (JWT)")
+    token.add_argument("--user", type=int, required=True)
+    token.add_argument("--projects", default="", help="comma-separated project ids")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.add_argument("--name", default=None)
+    sub.add_parser("prune", help="keep only the newest global feed items")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"pulse: configuration error: {exc.detail}", file=sys.stderr)
+        return 2
+    if args.command == "token":
+        from .auth import mint_token
+
+        projects = [p for p in args.projects.split(",") if p]
+        print(mint_token(settings.jwt_secret, args.user, ttl_seconds=args.ttl,
+                         projects=projects, name=args.name))
+        return 0
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    if args.command == "prune":
+        return asyncio.run(_prune(settings))
+    if args.demo:
+        os.environ["PULSE_DEMO"] = "1"
+    port = args.port if args.port is not None else settings.port
+    from .server import serve
+
+    return serve(args.host, port, args.workers, demo=args.demo)
+
+
+async def _migrate(settings) -> int:
+    from .db import Database, migrate
+
+    db = Database(settings.database_url)
+    await db.connect()
+    try:
+        applied = await migrate(db)
+    finally:
+        await db.close()
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+async def _prune(settings) -> int:
+    from .db import Database, migrate
+    from .tasks import prune_feed
+
+    db = Database(settings.database_url)
+    await db.connect()
+    try:
+        await migrate(db)
+        removed = await prune_feed(db, settings.feed_keep)
+    finally:
+        await db.close()
+    print(f"pruned {removed} feed items (keeping the newest {settings.feed_keep})")
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    sys.exit(main())

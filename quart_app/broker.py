@@ -1,0 +1,144 @@
+"""The broker interface: publish with offsets, bounded history, one stream for the listener.
+
+Two implementations sit beside this module: :mod:`broker_memory` (the embedded default, one
+process) and :mod:`broker_redis` (any number of processes sharing Redis).
+
+Contract shared by both (the test ``tests/test_broker.py`` runs it against each):
+
+* ``publish(channel, data)`` gives the publication the next offset of its channel (1, 2, …),
+  appends it to the channel's bounded history (``size`` messages, ``ttl_seconds`` age) and delivers
+  it to every process's :meth:`Broker.listen` stream, all atomically: no listener ever sees offset
+  ``n + 1`` of a channel before ``n``.
+* ``history(channel, since)`` returns the publications after ``since`` in order, with
+  ``complete=False`` when the history no longer reaches back to ``since + 1`` (or ``since`` is
+  ahead of the channel, e.g. after Redis lost its data).
+* ``listen()`` is consumed by exactly one task per process. It yields :class:`Publication` and,
+  after the upstream connection was lost and regained, a :data:`RESYNC` marker: what was published
+  in between must then be fetched from history.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Protocol
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON; the one encoder the service uses for wire frames."""
+    return _dumps(value)
+
+
+class Publication:
+    """One message on a channel, encoded once and shared by every recipient.
+
+    ``frame`` is the exact JSON text every subscriber receives. ``offset`` is ``None`` for
+    best-effort messages (raw PUBLISH on the seed channels, the dashboard snapshot).
+    """
+
+    __slots__ = ("channel", "data", "offset", "frame", "published_at", "_ws", "_sse")
+
+    def __init__(
+        self,
+        channel: str,
+        data: dict,
+        offset: int | None,
+        frame: bytes | None = None,
+        published_at: float | None = None,
+    ) -> None:
+        self.channel = channel
+        self.data = data
+        self.offset = offset
+        if frame is None:
+            body: dict[str, Any] = {"channel": channel, "data": data}
+            if offset is not None:
+                body["offset"] = offset
+            frame = encode_json(body).encode()
+        self.frame = frame
+        self.published_at = time.time() if published_at is None else published_at
+        self._ws: bytes | None = None
+        self._sse: bytes | None = None
+
+    @property
+    def event_type(self) -> str | None:
+        value = self.data.get("type")
+        return value if isinstance(value, str) else None
+
+    @property
+    def user_id(self) -> int | None:
+        value = self.data.get("user_id")
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return None
+
+    def ws_frame(self) -> bytes:
+        """The RFC 6455 text frame (server frames are unmasked: same bytes for everyone)."""
+        if self._ws is None:
+            self._ws = frame_text(self.frame)
+        return self._ws
+
+    def sse_data(self) -> bytes:
+        """The ``data:`` line and record end of a Server-Sent Event (the ``id:`` is per stream)."""
+        if self._sse is None:
+            self._sse = b"data: " + self.frame + b"\n\n"
+        return self._sse
+
+    def __repr__(self) -> str:
+        return f"Publication({self.channel!r}, offset={self.offset}, type={self.event_type!r})"
+
+
+def frame_text(payload: bytes) -> bytes:
+    """Frame ``payload`` as one unmasked, final WebSocket text frame (RFC 6455 §5.2)."""
+    length = len(payload)
+    if length < 126:
+        return bytes((0x81, length)) + payload
+    if length < 65536:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + length.to_bytes(8, "big") + payload
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    publications: list[Publication]
+    latest: int
+    complete: bool
+
+
+class _Resync:
+    def __repr__(self) -> str:
+        return "RESYNC"
+
+
+RESYNC = _Resync()
+
+
+class Broker(Protocol):
+    """What the hub, the listener, ingest and recovery need from a broker."""
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the broker is unreachable (used by ``/readyz``)."""
+
+    async def publish(self, channel: str, data: dict) -> Publication:
+        """Append to history with the next offset and deliver to every process."""
+
+    async def history(self, channel: str, since: int) -> History: ...
+
+    async def latest_offset(self, channel: str) -> int: ...
+
+    async def subscribe_upstream(self, channel: str) -> None:
+        """First local subscriber joined: make sure publications on ``channel`` reach us."""
+
+    async def unsubscribe_upstream(self, channel: str) -> None:
+        """Last local subscriber left."""
+
+    def listen(self) -> AsyncIterator[Publication | _Resync]: ...

@@ -1,0 +1,252 @@
+"""The Redis broker: offsets and history in one Lua script, one pub/sub connection per process.
+
+Keys (``prefix`` defaults to ``pulse:``, tests use a unique one each):
+
+* ``{prefix}offset:{channel}``  – the channel's last offset (INCR; never expires).
+* ``{prefix}history:{channel}`` – a stream of ``o`` (offset) / ``f`` (frame), trimmed to the
+  newest ``size`` entries and, by stream id (milliseconds), to ``ttl``.
+* ``{prefix}ch:{channel}``      – the pub/sub channel; the message is ``<unix ts>\\n<frame>``.
+
+The Lua script increments, appends, trims and publishes in one step, so every process's listener
+sees a channel's publications in offset order and history never disagrees with what was pushed.
+
+Upstream subscriptions are reference-counted by the hub: the first local subscriber of a channel
+SUBSCRIBEs and waits for Redis to confirm (so a history read that follows cannot miss a message),
+the last one out UNSUBSCRIBEs. The 12 seed channels (``pubsub:share_submitted`` …) are always
+subscribed; raw JSON published there is served best-effort, without an offset, as in seed 000.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .broker import RESYNC, History, Publication, _Resync, encode_json
+from .channels import SEED_REDIS_CHANNELS
+
+log = logging.getLogger("pulse.broker")
+
+PUBLISH_LUA = """
+local offset = redis.call('INCR', KEYS[1])
+local frame = '{"channel":' .. ARGV[2] .. ',"data":' .. ARGV[3] .. ',"offset":' .. offset .. '}'
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'o', offset, 'f', frame)
+redis.call('XTRIM', KEYS[2], 'MINID', tostring(now_ms - tonumber(ARGV[5])))
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PUBLISH', ARGV[1], ARGV[6] .. '\\n' .. frame)
+return offset
+"""
+
+RECONNECT_MIN_SECONDS = 0.05
+RECONNECT_MAX_SECONDS = 5.0
+CONFIRM_TIMEOUT_SECONDS = 3.0
+
+
+class RedisBroker:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "pulse:",
+        history_size: int = 1000,
+        history_ttl_seconds: float = 600.0,
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._size = history_size
+        self._ttl_ms = int(history_ttl_seconds * 1000)
+        self._redis: aioredis.Redis | None = None
+        self._pubsub = None
+        self._script = None
+        self._wanted: set[str] = set()
+        self._confirm: dict[str, asyncio.Future] = {}
+        self._closed = False
+        self.reconnects = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def connect(self) -> None:
+        self._closed = False
+        self._redis = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=0
+        )
+        self._script = self._redis.register_script(PUBLISH_LUA)
+
+    async def close(self) -> None:
+        self._closed = True
+        for fut in self._confirm.values():
+            if not fut.done():
+                fut.cancel()
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        assert self._redis is not None, "RedisBroker.connect() first"
+        return self._redis
+
+    async def ping(self) -> None:
+        await self.redis.ping()
+
+    # -- publish and history ------------------------------------------------------------
+    def _key(self, kind: str, channel: str) -> str:
+        return f"{self.prefix}{kind}:{channel}"
+
+    async def publish(self, channel: str, data: dict) -> Publication:
+        data_json = encode_json(data)
+        now = time.time()
+        offset = await self._script(
+            keys=[self._key("offset", channel), self._key("history", channel)],
+            args=[self._key("ch", channel), encode_json(channel), data_json, self._size,
+                  self._ttl_ms, repr(now)],
+        )
+        frame = b'{"channel":%s,"data":%s,"offset":%d}' % (
+            encode_json(channel).encode(), data_json.encode(), offset)
+        return Publication(channel, data, int(offset), frame, now)
+
+    async def latest_offset(self, channel: str) -> int:
+        value = await self.redis.get(self._key("offset", channel))
+        return int(value or 0)
+
+    async def history(self, channel: str, since: int) -> History:
+        latest = await self.latest_offset(channel)
+        if since > latest:
+            return History([], latest, False)
+        wanted = latest - since
+        if wanted == 0:
+            return History([], latest, True)
+        if wanted > self._size:
+            return History([], latest, False)
+        entries = await self.redis.xrevrange(self._key("history", channel), count=wanted)
+        publications = []
+        for _id, fields in reversed(entries):
+            offset = int(fields[b"o"])
+            if offset <= since:
+                continue
+            if offset > latest:  # published after we read `latest`: live delivery has it
+                break
+            frame = fields[b"f"]
+            publications.append(Publication(channel, json.loads(frame)["data"], offset, frame))
+        complete = bool(publications) and publications[0].offset == since + 1
+        return History(publications if complete else [], latest, complete)
+
+    # -- the listener's stream ----------------------------------------------------------
+    async def subscribe_upstream(self, channel: str) -> None:
+        self._wanted.add(channel)
+        if self._pubsub is None:
+            return  # the listener subscribes everything wanted when it (re)connects
+        loop = asyncio.get_running_loop()
+        fut = self._confirm.get(channel)
+        if fut is None or fut.done():
+            fut = self._confirm[channel] = loop.create_future()
+        try:
+            await self._pubsub.subscribe(self._key("ch", channel))
+            await asyncio.wait_for(asyncio.shield(fut), CONFIRM_TIMEOUT_SECONDS)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            # The listener resubscribes on reconnect and resyncs from history.
+            log.warning("upstream subscribe %s not confirmed: %s", channel, type(exc).__name__)
+
+    async def unsubscribe_upstream(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        if self._pubsub is not None:
+            try:
+                await self._pubsub.unsubscribe(self._key("ch", channel))
+            except (RedisError, OSError):
+                pass
+
+    async def _open_pubsub(self):
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(*SEED_REDIS_CHANNELS, *(self._key("ch", c) for c in self._wanted))
+        return pubsub
+
+    async def listen(self) -> AsyncIterator[Publication | _Resync]:
+        """Yield publications; reconnect with backoff forever; yield RESYNC after a reconnect."""
+        delay = RECONNECT_MIN_SECONDS
+        first = True
+        ch_prefix = self._key("ch", "").encode()
+        while not self._closed:
+            try:
+                self._pubsub = await self._open_pubsub()
+            except (RedisError, OSError) as exc:
+                log.warning("redis listener connect failed (%s); retry in %.2fs",
+                            type(exc).__name__, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                continue
+            if not first:
+                self.reconnects += 1
+                log.info("redis listener reconnected")
+                yield RESYNC
+            first = False
+            delay = RECONNECT_MIN_SECONDS
+            try:
+                async for item in self._read(self._pubsub, ch_prefix):
+                    yield item
+            except (RedisError, OSError) as exc:
+                log.warning("redis listener lost its connection: %s", type(exc).__name__)
+            finally:
+                pubsub, self._pubsub = self._pubsub, None
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+
+    async def _read(self, pubsub, ch_prefix: bytes) -> AsyncIterator[Publication]:
+        while not self._closed:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            kind = message["type"]
+            channel: bytes = message["channel"]
+            if kind == "subscribe":
+                if channel.startswith(ch_prefix):
+                    fut = self._confirm.pop(channel[len(ch_prefix):].decode(), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+                continue
+            if kind != "message":
+                continue
+            if channel.startswith(ch_prefix):
+                publication = self._parse_own(message["data"])
+            else:
+                publication = parse_seed_message(channel.decode(), message["data"])
+            if publication is not None:
+                yield publication
+
+    @staticmethod
+    def _parse_own(raw: bytes) -> Publication | None:
+        try:
+            stamp, _, frame = raw.partition(b"\n")
+            body = json.loads(frame)
+            return Publication(body["channel"], body["data"], body["offset"], frame, float(stamp))
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping a malformed publication on the pulse channel")
+            return None
+
+
+def parse_seed_message(redis_channel: str, raw: bytes) -> Publication | None:
+    """Map a raw seed-000 PUBLISH to its channel: ``{"type": suffix, **payload}``; None if bad."""
+    from .channels import SEED_CHANNEL_MAP
+
+    ws_channel = SEED_CHANNEL_MAP.get(redis_channel)
+    if ws_channel is None:
+        return None
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("pubsub_invalid_message on %s: not JSON", redis_channel)
+        return None
+    if not isinstance(payload, dict):
+        log.warning("pubsub_invalid_message on %s: not a JSON object", redis_channel)
+        return None
+    return Publication(ws_channel, {"type": redis_channel.split(":")[-1], **payload}, None)

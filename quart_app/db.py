@@ -1,0 +1,145 @@
+"""The database: `databases` (asyncpg or aiosqlite), SQL loaded by name from ``sql/``, migrations.
+
+Queries live in ``sql/queries/<name>.sql`` (one statement, named ``:params``); where a dialect
+needs its own text it lives in ``sql/queries/<dialect>/<name>.sql`` and wins. Schema files live in
+``sql/<dialect>/NNN_*.sql`` and are applied in order by :func:`migrate`, each once, recorded in the
+``schema_migrations`` table.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from databases import Database as _Database
+
+from .errors import ServiceUnavailable
+
+log = logging.getLogger("pulse.db")
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_DB_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError)
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, ConnectionError]
+    try:
+        import asyncpg
+
+        errors += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                   asyncpg.CannotConnectNowError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+@lru_cache(maxsize=None)
+def load_sql(name: str, dialect: str) -> str:
+    """Return the text of query ``name`` for ``dialect``; KeyError if there is none."""
+    for path in (SQL_DIR / "queries" / dialect / f"{name}.sql", SQL_DIR / "queries" / f"{name}.sql"):
+        if path.is_file():
+            return path.read_text()
+    raise KeyError(f"no SQL query named {name!r} for {dialect}")
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a schema file on ``;`` at line ends (schema files hold no procedural bodies)."""
+    statements, current = [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--") or not stripped:
+            continue
+        current.append(line)
+        if stripped.endswith(";"):
+            statements.append("\n".join(current).rstrip().rstrip(";"))
+            current = []
+    if current:
+        statements.append("\n".join(current))
+    return statements
+
+
+class Database:
+    """A thin wrapper: run named queries, map connection failures to 503."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self._db = _Database(url)
+        self._errors = _db_errors()
+
+    async def connect(self) -> None:
+        await self._db.connect()
+        if self.dialect == "sqlite":
+            # WAL lets the demo simulator write while REST reads; FKs are off by default.
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+
+    async def close(self) -> None:
+        if self._db.is_connected:
+            await self._db.disconnect()
+
+    def sql(self, name: str) -> str:
+        return load_sql(name, self.dialect)
+
+    async def fetch_all(self, name: str, values: Mapping[str, Any] | None = None) -> list[dict]:
+        rows = await self._run(self._db.fetch_all, self.sql(name), values)
+        return [dict(row._mapping) for row in rows]
+
+    async def fetch_one(self, name: str, values: Mapping[str, Any] | None = None) -> dict | None:
+        row = await self._run(self._db.fetch_one, self.sql(name), values)
+        return None if row is None else dict(row._mapping)
+
+    async def fetch_val(self, name: str, values: Mapping[str, Any] | None = None) -> Any:
+        return await self._run(self._db.fetch_val, self.sql(name), values)
+
+    async def execute(self, name: str, values: Mapping[str, Any] | None = None) -> Any:
+        return await self._run(self._db.execute, self.sql(name), values)
+
+    def transaction(self):
+        return self._db.transaction()
+
+    async def ping(self) -> None:
+        await self._run(self._db.fetch_val, "SELECT 1", None)
+
+    async def _run(self, fn, query: str, values: Mapping[str, Any] | None) -> Any:
+        try:
+            return await fn(query=query, values=dict(values) if values else None)
+        except self._errors as exc:
+            log.warning("database unavailable: %s", type(exc).__name__)
+            raise ServiceUnavailable(f"Database unavailable: {type(exc).__name__}") from exc
+
+    @property
+    def raw(self) -> _Database:
+        """The underlying `databases.Database`, for migrations and tests only."""
+        return self._db
+
+
+async def migrate(db: Database) -> list[str]:
+    """Apply the dialect's schema files not yet recorded; return the names applied now.
+
+    One transaction; on PostgreSQL an advisory lock serialises processes that start together.
+    """
+    raw = db.raw
+    applied = []
+    async with raw.transaction():
+        if db.dialect == "postgresql":
+            await raw.execute("SELECT pg_advisory_xact_lock(727001)")
+        await raw.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name VARCHAR(255) PRIMARY KEY,"
+            " applied_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
+        rows = await raw.fetch_all("SELECT name FROM schema_migrations")
+        done = {row._mapping["name"] for row in rows}
+        for path in sorted((SQL_DIR / db.dialect).glob("*.sql")):
+            if path.name in done:
+                continue
+            for statement in split_statements(path.read_text()):
+                await raw.execute(statement)
+            await raw.execute(
+                "INSERT INTO schema_migrations (name) VALUES (:name)", {"name": path.name})
+            applied.append(path.name)
+            log.info("applied migration %s", path.name)
+    return applied

@@ -1,0 +1,270 @@
+"""The hub: connections, channel subscriptions, fan-out. No Quart or Redis imports.
+
+``dispatch`` is synchronous and never awaits a socket: it hands the publication (encoded once by
+the broker) to every recipient's bounded :class:`~quart_app.outbox.Outbox`.
+
+Recovery without gap or duplicate (DESIGN §9): a subscription starts *buffering*; the hub makes
+sure the upstream subscription is live, then reads history (or the latest offset), queues the
+replay, the ``subscribed`` ack and whatever arrived meanwhile, skipping anything at or below the
+offset already delivered. From then on a subscription drops publications whose offset is not
+above the last one it delivered, so a publication racing the replay is delivered exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any, Callable
+
+from . import protocol
+from .auth import Principal
+from .broker import Broker, Publication
+from .channels import USER_TARGETED_CHANNELS
+from .outbox import Outbox
+
+_ids = itertools.count(1)
+
+
+class Subscription:
+    __slots__ = ("last", "pending")
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.pending: list | None = []   # buffering until the subscribe completes
+
+
+class Connection:
+    """One client session (WebSocket or SSE) as the hub sees it."""
+
+    __slots__ = ("id", "principal", "outbox", "subs", "transport", "opened_at", "closer",
+                 "__weakref__")
+
+    def __init__(self, principal: Principal, outbox: Outbox, transport: str) -> None:
+        self.id = f"c{next(_ids)}"
+        self.principal = principal
+        self.outbox = outbox
+        self.transport = transport
+        self.subs: dict[str, Subscription] = {}
+        self.opened_at = time.time()
+        self.closer: Callable[[int, str], None] | None = None
+
+    @property
+    def user_id(self) -> int:
+        return self.principal.user_id
+
+
+class LimitExceeded(Exception):
+    pass
+
+
+class Hub:
+    def __init__(self, broker: Broker, metrics: Any, max_connections_per_user: int = 20,
+                 max_subscriptions: int = 100) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self.max_connections_per_user = max_connections_per_user
+        self.max_subscriptions = max_subscriptions
+        self._connections: dict[str, Connection] = {}
+        self._channels: dict[str, set[Connection]] = {}
+        self._users: dict[int, set[Connection]] = {}
+        self._upstream: dict[str, asyncio.Future] = {}
+        # Highest offset dispatched per upstream channel: the listener's gap and dup check.
+        self.last_offset: dict[str, int] = {}
+        self.on_recover: Callable[[Connection], None] = lambda conn: None
+
+    # -- connections -------------------------------------------------------------------
+    def connect(self, conn: Connection) -> None:
+        """Register ``conn``; LimitExceeded if its user already has the maximum."""
+        users = self._users.get(conn.user_id)
+        if users is not None and len(users) >= self.max_connections_per_user:
+            raise LimitExceeded(
+                f"Too many connections for this user (max {self.max_connections_per_user})")
+        self._connections[conn.id] = conn
+        if users is None:
+            users = self._users[conn.user_id] = set()
+        users.add(conn)
+        self.metrics.connections_total += 1
+
+    def disconnect(self, conn: Connection) -> None:
+        """Forget ``conn`` and every subscription it held. Idempotent."""
+        if self._connections.pop(conn.id, None) is None:
+            return
+        for channel in conn.subs:
+            self._leave(conn, channel)
+        conn.subs.clear()
+        users = self._users.get(conn.user_id)
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self._users[conn.user_id]
+        conn.outbox.close()
+
+    def _leave(self, conn: Connection, channel: str) -> None:
+        members = self._channels.get(channel)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del self._channels[channel]
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def connections(self) -> list[Connection]:
+        return list(self._connections.values())
+
+    def subscribers(self, channel: str) -> set[Connection]:
+        return self._channels.get(channel, set())
+
+    def subscription_count(self) -> int:
+        return sum(len(members) for members in self._channels.values())
+
+    def get_stats(self) -> dict:
+        """Seed 000's ``ConnectionManager.get_stats`` shape."""
+        return {
+            "total_connections": len(self._connections),
+            "unique_users": len(self._users),
+            "channels": {ch: len(members) for ch, members in self._channels.items()},
+        }
+
+    # -- subscriptions -----------------------------------------------------------------
+    async def _ensure_upstream(self, channel: str) -> None:
+        ready = self._upstream.get(channel)
+        if ready is None:
+            ready = self._upstream[channel] = asyncio.get_running_loop().create_future()
+            try:
+                await self.broker.subscribe_upstream(channel)
+            except BaseException as exc:
+                del self._upstream[channel]
+                ready.set_exception(exc)
+                ready.exception()  # mark retrieved; the caller sees `exc` below
+                raise
+            ready.set_result(None)
+        else:
+            await asyncio.shield(ready)
+
+    async def subscribe(self, conn: Connection, channel: str, since: int | None = None) -> bool:
+        """Subscribe and queue (replay, ack, buffered live) on the outbox; False if refused.
+
+        Errors from the broker propagate after the half-made subscription is undone.
+        """
+        if channel in conn.subs:
+            self._leave(conn, channel)
+            del conn.subs[channel]
+        elif len(conn.subs) >= self.max_subscriptions:
+            conn.outbox.push(protocol.error(
+                f"Subscription limit reached (max {self.max_subscriptions} channels)"))
+            return False
+        sub = conn.subs[channel] = Subscription()
+        self._channels.setdefault(channel, set()).add(conn)
+        try:
+            await self._ensure_upstream(channel)
+            if since is None:
+                latest = await self.broker.latest_offset(channel)
+                replay, recovered = [], False
+            else:
+                history = await self.broker.history(channel, since)
+                latest, replay, recovered = history.latest, history.publications, history.complete
+        except BaseException:
+            if conn.subs.get(channel) is sub:
+                del conn.subs[channel]
+                self._leave(conn, channel)
+            raise
+        if conn.subs.get(channel) is not sub:  # unsubscribed or disconnected meanwhile
+            return False
+        self.last_offset.setdefault(channel, latest)
+        outbox = conn.outbox
+        targeted = channel in USER_TARGETED_CHANNELS
+        for publication in replay:
+            if targeted and publication.user_id not in (None, conn.user_id):
+                continue
+            outbox.push(publication)
+        sub.last = latest
+        outbox.push(protocol.subscribed(channel, latest, recovered))
+        pending, sub.pending = sub.pending, None
+        for publication in pending or ():
+            self._deliver(sub, outbox, publication)
+        return True
+
+    def unsubscribe(self, conn: Connection, channel: str) -> None:
+        if conn.subs.pop(channel, None) is not None:
+            self._leave(conn, channel)
+        conn.outbox.push(protocol.unsubscribed(channel))
+
+    def idle_upstream(self) -> list[str]:
+        """Forget upstream channels nobody here subscribes to; return them (to unsubscribe)."""
+        idle = [ch for ch, ready in self._upstream.items()
+                if ch not in self._channels and ready.done()]
+        for channel in idle:
+            del self._upstream[channel]
+            self.last_offset.pop(channel, None)
+        return idle
+
+    def upstream_channels(self) -> list[str]:
+        return [ch for ch, ready in self._upstream.items() if ready.done()]
+
+    # -- fan-out -----------------------------------------------------------------------
+    @staticmethod
+    def _deliver(sub: Subscription, outbox: Outbox, publication: Any) -> bool:
+        offset = publication.offset
+        if offset is not None:
+            if offset <= sub.last:
+                return False
+            sub.last = offset
+        return outbox.push(publication)
+
+    def dispatch(self, publication: Publication) -> int:
+        """Hand ``publication`` to every recipient's outbox; return how many got it."""
+        channel = publication.channel
+        members = self._channels.get(channel)
+        offset = publication.offset
+        if offset is not None and channel in self._upstream:
+            if offset > self.last_offset.get(channel, 0):
+                self.last_offset[channel] = offset
+        if not members:
+            return 0
+        if channel in USER_TARGETED_CHANNELS:
+            user_id = publication.user_id
+            if user_id is not None:
+                members = [c for c in self._users.get(user_id, ()) if channel in c.subs]
+        delivered = 0
+        deliver = self._deliver
+        for conn in members:
+            sub = conn.subs[channel]
+            if sub.pending is not None:
+                sub.pending.append(publication)
+            elif deliver(sub, conn.outbox, publication):
+                delivered += 1
+        metrics = self.metrics
+        metrics.publications += 1
+        if delivered:
+            metrics.messages_out += delivered
+            metrics.delivery_latency.observe(max(0.0, time.time() - publication.published_at),
+                                             delivered)
+        return delivered
+
+    def send_to_user(self, user_id: int, channel: str, item: Any) -> int:
+        """Queue ``item`` for ``user_id``'s connections on this process subscribed to ``channel``."""
+        sent = 0
+        for conn in self._users.get(user_id, ()):
+            sub = conn.subs.get(channel)
+            if sub is not None and sub.pending is None and conn.outbox.push(item):
+                sent += 1
+        return sent
+
+    # -- after an upstream outage ------------------------------------------------------
+    async def resync(self) -> int:
+        """Fetch what every upstream channel missed and dispatch it; recover who can't be."""
+        replayed = 0
+        for channel in self.upstream_channels():
+            since = self.last_offset.get(channel, 0)
+            history = await self.broker.history(channel, since)
+            if history.complete:
+                for publication in history.publications:
+                    self.dispatch(publication)
+                    replayed += 1
+            else:
+                for conn in list(self._channels.get(channel, ())):
+                    self.on_recover(conn)
+                self.last_offset[channel] = history.latest
+        return replayed

@@ -1,0 +1,76 @@
+"""Two small Hypercorn hooks that the fan-out hot path depends on (see bench/RESULTS.md).
+
+1. **permessage-deflate off by default.** Hypercorn offers it to every client unconditionally
+   (pgjones/hypercorn#307): ~100 KB of zlib state per connection and most of the fan-out time
+   once used. ``PULSE_WS_DEFLATE=true`` switches it back on.
+2. **A socket tap in the WebSocket scope.** After the handshake, ``scope["extensions"]
+   ["pulse.tap"]`` holds the connection's asyncio transport and the time the client last sent
+   anything (pongs included, which Hypercorn never passes to the app). The hub then writes each
+   publication's pre-framed bytes (identical for every recipient: server frames are unmasked)
+   straight to the transport, coalesced per loop iteration, instead of an ASGI message and a
+   wsproto framing per client. Close frames and everything else still go through Hypercorn.
+
+Both are applied by :func:`install`, idempotently; without them (another ASGI server, the Quart
+test client) the service falls back to ``websocket.send`` from a writer task.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+_installed: dict[str, Any] = {}
+
+
+class SocketTap:
+    __slots__ = ("transport", "last_seen")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.last_seen = time.monotonic()
+
+
+def _find_transport(stream: Any) -> Any | None:
+    """WSStream.send -> H11Protocol.stream_send -> TCPServer.protocol_send -> writer.transport."""
+    protocol = getattr(stream.send, "__self__", None)
+    server = getattr(getattr(protocol, "send", None), "__self__", None)
+    writer = getattr(server, "writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is None or not hasattr(transport, "get_write_buffer_size"):
+        return None
+    return transport
+
+
+def install(deflate: bool = False) -> None:
+    from hypercorn.protocol.events import Data
+    from hypercorn.protocol import ws_stream
+
+    _installed["deflate"] = deflate
+    if "patched" in _installed:
+        return
+    _installed["patched"] = True
+
+    original_accept = ws_stream.Handshake.accept
+    original_stream_accept = ws_stream.WSStream._accept
+    original_handle = ws_stream.WSStream.handle
+
+    def accept(self, subprotocol, additional_headers):
+        if not _installed["deflate"]:
+            self.extensions = None  # negotiate no extension at all
+        return original_accept(self, subprotocol, additional_headers)
+
+    async def stream_accept(self, message):
+        await original_stream_accept(self, message)
+        transport = _find_transport(self)
+        if transport is not None:
+            self.scope["extensions"]["pulse.tap"] = SocketTap(transport)
+
+    async def handle(self, event):
+        if isinstance(event, Data):
+            tap = self.scope["extensions"].get("pulse.tap")
+            if tap is not None:
+                tap.last_seen = time.monotonic()
+        await original_handle(self, event)
+
+    ws_stream.Handshake.accept = accept
+    ws_stream.WSStream._accept = stream_accept
+    ws_stream.WSStream.handle = handle

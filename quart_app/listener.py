@@ -1,0 +1,104 @@
+"""The one task per process that feeds the hub from the broker (DESIGN §8).
+
+It never awaits a client. It closes gaps itself: after a reconnect (``RESYNC``) it re-reads every
+upstream channel's history from the last offset it dispatched, and if a publication arrives with
+an offset beyond the next one expected, it fills the hole from history first. Either way a
+subscriber ends up with every publication, or is told to recover.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .broker import RESYNC, Broker
+from .hub import Hub
+
+log = logging.getLogger("pulse.listener")
+
+SWEEP_SECONDS = 30.0
+
+
+class Listener:
+    def __init__(self, broker: Broker, hub: Hub, metrics) -> None:
+        self.broker = broker
+        self.hub = hub
+        self.metrics = metrics
+        self._task: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pulse-listener")
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(),
+                                                               name="pulse-upstream-sweep")
+
+    async def stop(self) -> None:
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                task.cancel()
+        for task in (self._task, self._sweeper):
+            if task is not None:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._sweeper = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        hub = self.hub
+        while True:
+            try:
+                async for item in self.broker.listen():
+                    if item is RESYNC:
+                        self.metrics.listener_reconnects += 1
+                        await self._resync()
+                        continue
+                    offset = item.offset
+                    if offset is not None:
+                        last = hub.last_offset.get(item.channel)
+                        if last is not None and offset > last + 1:
+                            await self._fill(item.channel, last, offset)
+                    hub.dispatch(item)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end fan-out for the whole process
+                log.exception("listener failed; restarting")
+                await asyncio.sleep(0.5)
+
+    async def _resync(self) -> None:
+        try:
+            replayed = await self.hub.resync()
+            if replayed:
+                log.info("resynced %d publications after reconnect", replayed)
+        except Exception as exc:
+            log.warning("resync failed (%s): recovering subscribers", type(exc).__name__)
+            for conn in self.hub.connections():
+                if conn.subs:
+                    self.hub.on_recover(conn)
+
+    async def _fill(self, channel: str, last: int, offset: int) -> None:
+        try:
+            history = await self.broker.history(channel, last)
+        except Exception as exc:
+            log.warning("gap fill on %s failed: %s", channel, type(exc).__name__)
+            history = None
+        if history is None or not history.complete:
+            for conn in list(self.hub.subscribers(channel)):
+                self.hub.on_recover(conn)
+            return
+        for publication in history.publications:
+            if publication.offset < offset:  # type: ignore[operator]
+                self.hub.dispatch(publication)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            for channel in self.hub.idle_upstream():
+                try:
+                    await self.broker.unsubscribe_upstream(channel)
+                except Exception as exc:  # pragma: no cover - logged, retried next sweep
+                    log.warning("upstream unsubscribe %s failed: %s", channel, exc)

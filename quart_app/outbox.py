@@ -1,0 +1,169 @@
+"""The bounded per-connection queue between the hub and a socket (DESIGN §10).
+
+``push`` never blocks and never awaits: the hub hands every recipient its frame and moves on, so a
+slow client can only ever fill its own outbox. When it overflows, latest-value events are
+conflated to the newest per key; if that does not make room the connection is closed as a slow
+consumer (4008) and recovers from history when it comes back.
+
+Two ways to empty an outbox:
+
+* **direct** (a real Hypercorn socket): the :class:`Flusher` writes everything queued during this
+  loop iteration as one ``transport.write`` of pre-framed bytes — no task, no ASGI message, no
+  per-client framing. While the kernel buffer is above the high-water mark it stops writing and
+  lets the outbox fill instead.
+* **awaited** (SSE, and WebSocket servers without the direct path): a consumer coroutine awaits
+  :meth:`Outbox.drain` and gets everything queued so far as one batch.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+LATEST_VALUE_TYPES = frozenset({"stats_update", "hashrate_update", "leaderboard_update"})
+
+
+def conflation_key(item: Any) -> tuple | None:
+    """Items with the same key supersede each other; None for everything that must be kept."""
+    kind = item.event_type
+    if kind not in LATEST_VALUE_TYPES:
+        return None
+    data = item.data
+    return (item.channel, kind, data.get("user_id"), data.get("worker"), data.get("category"))
+
+
+class Outbox:
+    __slots__ = ("_items", "_limit", "_waiter", "_direct", "_flusher", "_on_overflow",
+                 "closed", "conflated", "_metrics")
+
+    def __init__(self, limit: int, on_overflow: Callable[[], None], metrics: Any = None) -> None:
+        self._items: list = []
+        self._limit = limit
+        self._waiter: asyncio.Future | None = None
+        self._direct: Any = None          # a transport, for the direct path
+        self._flusher: Flusher | None = None
+        self._on_overflow = on_overflow
+        self._metrics = metrics
+        self.closed = False
+        self.conflated = 0
+
+    def use_transport(self, transport: Any, flusher: "Flusher") -> None:
+        """Switch to the direct path: ``transport.write`` of pre-framed WebSocket bytes."""
+        self._direct = transport
+        self._flusher = flusher
+        if self._items:
+            flusher.mark(self)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, item: Any) -> bool:
+        """Queue ``item``; False if the outbox is closed or had to close (slow consumer)."""
+        if self.closed:
+            return False
+        items = self._items
+        items.append(item)
+        if len(items) > self._limit and not self._compact():
+            return False
+        if self._direct is not None:
+            if len(items) == 1:
+                self._flusher.mark(self)  # type: ignore[union-attr]
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return True
+
+    def _compact(self) -> bool:
+        seen: set = set()
+        kept: list = []
+        for item in reversed(self._items):
+            key = conflation_key(item)
+            if key is not None:
+                if key in seen:
+                    self.conflated += 1
+                    if self._metrics is not None:
+                        self._metrics.conflated += 1
+                    continue
+                seen.add(key)
+            kept.append(item)
+        kept.reverse()
+        self._items = kept
+        if len(kept) <= self._limit:
+            return True
+        self.close()
+        self._on_overflow()
+        return False
+
+    async def drain(self) -> list:
+        """Wait until something is queued (or the outbox closes); return it all, oldest first."""
+        while not self._items and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
+
+    def take(self) -> list:
+        items, self._items = self._items, []
+        return items
+
+    def close(self) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def flush_direct(self, high_water: int) -> bool:
+        """Write what is queued in one call; False if the socket is backed up (try later)."""
+        transport = self._direct
+        if transport is None or not self._items:
+            return True
+        if transport.is_closing():
+            self._items = []
+            return True
+        if transport.get_write_buffer_size() > high_water:
+            return False
+        items, self._items = self._items, []
+        if len(items) == 1:
+            transport.write(items[0].ws_frame())
+        else:
+            transport.write(b"".join([item.ws_frame() for item in items]))
+        return True
+
+
+class Flusher:
+    """Writes every direct outbox touched in this loop iteration once, after the dispatch loop.
+
+    Coalescing happens for free: publications dispatched in the same iteration (a burst read from
+    Redis in one go) leave in one write per client.
+    """
+
+    RETRY_SECONDS = 0.05
+
+    def __init__(self, high_water_bytes: int) -> None:
+        self._high_water = high_water_bytes
+        self._dirty: list[Outbox] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self, outbox: Outbox) -> None:
+        self._dirty.append(outbox)
+        if not self._scheduled:
+            self._scheduled = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        backed_up = []
+        for outbox in dirty:
+            if not outbox.closed and not outbox.flush_direct(self._high_water):
+                backed_up.append(outbox)
+        if backed_up:
+            self._loop.call_later(self.RETRY_SECONDS, self._retry, backed_up)  # type: ignore
+
+    def _retry(self, outboxes: list[Outbox]) -> None:
+        for outbox in outboxes:
+            if not outbox.closed and len(outbox):
+                self.mark(outbox)

@@ -1,0 +1,68 @@
+"""Wire frames and close codes (DESIGN §6, §10), defined once and mirrored in static/js/codes.js.
+
+Close codes by range:
+
+* ``1000``–``1999`` (RFC 6455): 1000 normal, 1009 frame over the hard cap, 1012 service restart
+  (SIGTERM: reconnect, to another instance, at once, and recover).
+* ``4000``–``4099``: Pulse codes. 4001 means re-authenticate before reconnecting; every other
+  Pulse code means reconnect with backoff and recover with ``since``.
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+from .broker import encode_json, frame_text
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    MESSAGE_TOO_BIG = 1009
+    SERVICE_RESTART = 1012
+    UNAUTHORIZED = 4001          # missing/invalid/expired token: re-authenticate, don't hammer
+    SLOW_CONSUMER = 4008         # outbox overflowed: reconnect and recover from history
+    IDLE_TIMEOUT = 4009          # nothing heard from the client for the idle timeout
+    RECOVER = 4010               # the server lost messages upstream: reconnect and recover
+    TOO_MANY = 4029              # too many connections for this user, or inbound rate abuse
+
+
+class ControlFrame:
+    """A server frame that is not a publication (ack, pong, error), queued in order with them."""
+
+    __slots__ = ("frame", "_ws")
+    channel = None
+    offset = None
+    data: dict = {}
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.frame = encode_json(body).encode()
+        self._ws: bytes | None = None
+
+    @property
+    def event_type(self) -> str | None:
+        return None
+
+    def ws_frame(self) -> bytes:
+        if self._ws is None:
+            self._ws = frame_text(self.frame)
+        return self._ws
+
+    def sse_data(self) -> bytes:
+        return b"data: " + self.frame + b"\n\n"
+
+
+def subscribed(channel: str, offset: int, recovered: bool) -> ControlFrame:
+    return ControlFrame(
+        {"type": "subscribed", "channel": channel, "offset": offset, "recovered": recovered})
+
+
+def unsubscribed(channel: str) -> ControlFrame:
+    return ControlFrame({"type": "unsubscribed", "channel": channel})
+
+
+def pong(ts: Any = None, echo: bool = False) -> ControlFrame:
+    return ControlFrame({"type": "pong", "ts": ts} if echo else {"type": "pong"})
+
+
+def error(message: str) -> ControlFrame:
+    return ControlFrame({"type": "error", "message": message})

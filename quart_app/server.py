@@ -1,0 +1,124 @@
+"""Run the app on Hypercorn, one or more worker processes sharing one listening socket.
+
+SIGTERM/SIGINT (DESIGN §10): the worker stops accepting, closes every WebSocket with 1012 and
+ends every SSE stream (so clients reconnect elsewhere and recover from history), then Hypercorn
+stops the listener and the app within ``PULSE_SHUTDOWN_GRACE_SECONDS`` plus its own graceful
+timeout. Hypercorn's own SIGTERM handling would first wait for those long-lived connections to
+end by themselves, which is why ``serve`` owns the shutdown trigger.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+
+log = logging.getLogger("pulse.server")
+
+
+def _config(host: str, port: int):
+    from hypercorn.config import Config
+
+    from .logs import access_logger_class
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = logging.getLogger("pulse.access")
+    config.errorlog = logging.getLogger("pulse.server")
+    config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
+    config.logger_class = access_logger_class()
+    config.graceful_timeout = 3.0
+    # Hard cap on a client frame; the 4 KiB protocol limit answers with an error frame instead.
+    config.websocket_max_message_size = 64 * 1024
+    config.keep_alive_timeout = 75
+    return config
+
+
+async def _worker_main(config, sockets=None, demo: bool = False) -> None:
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import wrap_app
+
+    from . import create_app
+    from .transport_ws import close_all
+
+    app = create_app()
+    svc = app.extensions["pulse"]
+    if demo:
+        from .demo import install as install_demo
+
+        install_demo(app, svc)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for name in ("SIGTERM", "SIGINT"):
+        loop.add_signal_handler(getattr(signal, name), stop.set)
+
+    async def trigger() -> None:
+        await stop.wait()
+        log.info("shutdown: closing client connections (1012)")
+        svc.shutting_down = True
+        await close_all(svc)
+
+    await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config,
+                       sockets=sockets, shutdown_trigger=trigger)
+
+
+def _run_worker(config, sockets, demo: bool) -> None:
+    _use_uvloop()
+    try:
+        asyncio.run(_worker_main(config, sockets, demo))
+    except KeyboardInterrupt:
+        pass
+
+
+def _use_uvloop() -> None:
+    if os.environ.get("PULSE_UVLOOP", "1") in {"0", "false", "no"}:
+        return
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(host: str, port: int, workers: int = 1, demo: bool = False) -> int:
+    from .config import load_settings
+    from .errors import ConfigError
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        print(f"pulse: configuration error: {exc.detail}", file=sys.stderr)
+        return 2
+    config = _config(host, port)
+    if workers <= 1:
+        _use_uvloop()
+        try:
+            asyncio.run(_worker_main(config, demo=demo))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    sockets = config.create_sockets()
+    ctx = multiprocessing.get_context("spawn")
+    processes = []
+    for index in range(workers):
+        # Only the first worker runs the demo simulator: one producer for the whole service.
+        process = ctx.Process(target=_run_worker, args=(config, sockets, demo and index == 0))
+        process.start()
+        processes.append(process)
+
+    def forward(signum, _frame) -> None:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for process in processes:
+        process.join()
+        code = code or (process.exitcode or 0)
+    for sock in sockets.secure_sockets + sockets.insecure_sockets:
+        sock.close()
+    return code
