@@ -167,8 +167,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "JWT_SECRET is not set: a production start (APP_ENV=production) refuses to run "
             "without it. Set JWT_SECRET to a long random string shared by every instance."
         )
-    if app_env is AppEnv.PRODUCTION and len(secret) < 16:
-        raise ConfigError("JWT_SECRET must be at least 16 characters in production")
 
     api_key = env.get("PULSE_API_KEY") or (None if app_env is AppEnv.PRODUCTION else DEV_API_KEY)
 
