@@ -1,0 +1,181 @@
+"""One contract, run against the in-process broker and against real Redis."""
+import asyncio
+import json
+
+import pytest
+import redis.asyncio as aioredis
+
+from quart_app.broker import RESYNC, Publication, frame_text
+from quart_app.broker_memory import MemoryBroker
+from quart_app.broker_redis import RedisBroker, parse_seed_message
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_broker(request):
+    made = []
+
+    async def make(size=1000, ttl=600.0):
+        if request.param == "memory":
+            broker = MemoryBroker(size, ttl)
+        else:
+            url = request.getfixturevalue("redis_url")
+            prefix = request.getfixturevalue("redis_prefix")
+            broker = RedisBroker(url, prefix, size, ttl)
+        await broker.connect()
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        await broker.close()
+
+
+async def _take(stream, n, timeout=3.0):
+    items = []
+
+    async def run():
+        async for item in stream:
+            if item is RESYNC:
+                continue
+            items.append(item)
+            if len(items) == n:
+                return
+
+    await asyncio.wait_for(run(), timeout)
+    return items
+
+
+async def test_offsets_increase_per_channel(make_broker):
+    broker = await make_broker()
+    offsets = [(await broker.publish("mining", {"type": "x", "i": i})).offset for i in range(3)]
+    other = await broker.publish("dashboard", {"type": "y"})
+    assert offsets == [1, 2, 3] and other.offset == 1
+    assert await broker.latest_offset("mining") == 3
+    assert await broker.latest_offset("never") == 0
+
+
+async def test_frame_is_the_wire_shape(make_broker):
+    broker = await make_broker()
+    publication = await broker.publish("mining", {"type": "share_submitted", "diff": 1.5, "n": "ü"})
+    assert json.loads(publication.frame) == {
+        "channel": "mining", "data": {"type": "share_submitted", "diff": 1.5, "n": "ü"},
+        "offset": 1}
+    assert publication.ws_frame() == frame_text(publication.frame)
+
+
+async def test_history_since(make_broker):
+    broker = await make_broker()
+    for i in range(5):
+        await broker.publish("mining", {"type": "x", "i": i})
+    history = await broker.history("mining", 2)
+    assert history.complete and history.latest == 5
+    assert [p.offset for p in history.publications] == [3, 4, 5]
+    assert [p.data["i"] for p in history.publications] == [2, 3, 4]
+    assert (await broker.history("mining", 5)).publications == []
+    assert (await broker.history("mining", 5)).complete
+
+
+async def test_history_bounded_by_count(make_broker):
+    broker = await make_broker(size=3)
+    for i in range(6):
+        await broker.publish("mining", {"type": "x", "i": i})
+    assert [p.offset for p in (await broker.history("mining", 3)).publications] == [4, 5, 6]
+    gone = await broker.history("mining", 1)
+    assert not gone.complete and gone.publications == [] and gone.latest == 6
+
+
+async def test_history_bounded_by_age(make_broker):
+    broker = await make_broker(ttl=1.0)
+    await broker.publish("mining", {"type": "x"})
+    await asyncio.sleep(1.2)
+    await broker.publish("mining", {"type": "x"})
+    assert not (await broker.history("mining", 0)).complete
+    assert [p.offset for p in (await broker.history("mining", 1)).publications] == [2]
+
+
+async def test_since_ahead_of_channel_is_not_recovered(make_broker):
+    broker = await make_broker()
+    await broker.publish("mining", {"type": "x"})
+    result = await broker.history("mining", 50)
+    assert not result.complete and result.latest == 1
+
+
+async def test_listen_delivers_in_offset_order(make_broker):
+    broker = await make_broker()
+    stream = broker.listen()
+    await broker.subscribe_upstream("mining")
+    listener = asyncio.ensure_future(_take(stream, 20))
+    await asyncio.sleep(0.2)  # the listener has (re)connected
+    await broker.subscribe_upstream("mining")
+    for i in range(20):
+        await broker.publish("mining", {"type": "x", "i": i})
+    items = await listener
+    assert [p.offset for p in items] == list(range(1, 21))
+    assert all(isinstance(p, Publication) for p in items)
+    await stream.aclose()
+
+
+@pytest.mark.integration
+async def test_two_brokers_on_one_redis_share_offsets(redis_url, redis_prefix):
+    a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)
+    await a.connect()
+    await b.connect()
+    try:
+        results = await asyncio.gather(*[(a if i % 2 else b).publish("mining", {"i": i})
+                                         for i in range(40)])
+        assert sorted(p.offset for p in results) == list(range(1, 41))
+        assert await a.latest_offset("mining") == await b.latest_offset("mining") == 40
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.parametrize("channel, ws_channel", [
+    ("pubsub:share_submitted", "mining"), ("pubsub:worker_status", "mining"),
+    ("pubsub:hashrate_update", "mining"), ("pubsub:best_diff", "mining"),
+    ("pubsub:block_found", "dashboard"), ("pubsub:badge_earned", "gamification"),
+    ("pubsub:xp_gained", "gamification"), ("pubsub:level_up", "gamification"),
+    ("pubsub:streak_update", "gamification"), ("pubsub:leaderboard_update", "competition"),
+    ("pubsub:match_update", "competition"), ("pubsub:feed_item", "dashboard"),
+])
+def test_seed_mapping(channel, ws_channel):
+    publication = parse_seed_message(channel, b'{"user_id": 3, "value": 9}')
+    assert publication.channel == ws_channel and publication.offset is None
+    assert publication.data == {"type": channel.split(":")[1], "user_id": 3, "value": 9}
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b"\xff\xfe", b'"str"'])
+def test_seed_garbage_is_skipped(raw):
+    assert parse_seed_message("pubsub:feed_item", raw) is None
+    assert parse_seed_message("pubsub:unknown", b"{}") is None
+
+
+@pytest.mark.integration
+async def test_redis_listener_reconnects_and_says_resync(redis_url, redis_prefix):
+    from .proxy import TcpProxy
+
+    proxy = await TcpProxy("127.0.0.1", 6379).start()
+    broker = RedisBroker(f"redis://127.0.0.1:{proxy.port}/0", redis_prefix)
+    direct = RedisBroker(redis_url, redis_prefix)
+    await broker.connect()
+    await direct.connect()
+    stream = broker.listen()
+    try:
+        await broker.subscribe_upstream("mining")
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.2)
+        await direct.publish("mining", {"type": "x"})
+        assert (await asyncio.wait_for(first, 3)).offset == 1
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        proxy.restore()
+        assert await asyncio.wait_for(stream.__anext__(), 10) is RESYNC
+        await asyncio.sleep(0.1)
+        await direct.publish("mining", {"type": "x"})
+        assert (await asyncio.wait_for(stream.__anext__(), 3)).offset == 2
+        assert broker.reconnects == 1
+    finally:
+        await stream.aclose()
+        await broker.close()
+        await direct.close()
+        await proxy.close()

@@ -1,0 +1,103 @@
+import asyncio
+
+from quart_app.broker import Publication
+from quart_app.metrics import Metrics
+from quart_app.outbox import Flusher, Outbox
+
+
+class FakeTransport:
+    def __init__(self, buffered=0):
+        self.writes: list[bytes] = []
+        self.buffered = buffered
+        self.closing = False
+
+    def write(self, data):
+        self.writes.append(data)
+
+    def get_write_buffer_size(self):
+        return self.buffered
+
+    def is_closing(self):
+        return self.closing
+
+
+def pub(kind, offset, **data):
+    return Publication("dashboard", {"type": kind, **data}, offset)
+
+
+def test_overflow_conflates_latest_value_events_per_key():
+    closed = []
+    metrics = Metrics()
+    box = Outbox(3, lambda: closed.append(True), metrics)
+    for i in range(1, 6):
+        assert box.push(pub("stats_update", i, user_id=1))
+    # the 4th push overflows: 1..3 are superseded by 4; the 5th fits again
+    assert [p.offset for p in box.take()] == [4, 5]
+    assert box.conflated == 3 and metrics.conflated == 3 and not closed
+
+
+def test_overflow_keeps_order_and_distinct_keys():
+    box = Outbox(3, lambda: None)
+    box.push(pub("feed_item", 1))
+    box.push(pub("stats_update", 2, user_id=1))
+    box.push(pub("stats_update", 3, user_id=2))
+    box.push(pub("stats_update", 4, user_id=1))  # overflow: offset 2 superseded by 4
+    assert [p.offset for p in box.take()] == [1, 3, 4]
+
+
+def test_overflow_without_conflatable_events_closes_slow_consumer():
+    closed = []
+    box = Outbox(2, lambda: closed.append(True))
+    assert box.push(pub("feed_item", 1)) and box.push(pub("feed_item", 2))
+    assert not box.push(pub("feed_item", 3))
+    assert closed == [True] and box.closed
+    assert not box.push(pub("feed_item", 4))
+
+
+async def test_drain_waits_and_returns_batches():
+    box = Outbox(10, lambda: None)
+    waiter = asyncio.ensure_future(box.drain())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    box.push(pub("feed_item", 1))
+    box.push(pub("feed_item", 2))
+    assert [p.offset for p in await asyncio.wait_for(waiter, 1)] == [1, 2]
+    box.close()
+    assert await asyncio.wait_for(box.drain(), 1) == []
+
+
+async def test_direct_path_coalesces_one_write_per_iteration():
+    transport = FakeTransport()
+    flusher = Flusher(high_water_bytes=1024)
+    box = Outbox(10, lambda: None)
+    box.use_transport(transport, flusher)
+    items = [pub("feed_item", i) for i in (1, 2, 3)]
+    for item in items:
+        box.push(item)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.writes == [b"".join(i.ws_frame() for i in items)]
+
+
+async def test_direct_path_backs_off_above_high_water_then_overflows():
+    transport = FakeTransport(buffered=10_000)
+    closed = []
+    flusher = Flusher(high_water_bytes=1024)
+    box = Outbox(3, lambda: closed.append(True))
+    box.use_transport(transport, flusher)
+    for i in range(3):
+        box.push(pub("feed_item", i + 1))
+    await asyncio.sleep(0.01)
+    assert transport.writes == [] and len(box) == 3
+    transport.buffered = 0
+    await asyncio.sleep(Flusher.RETRY_SECONDS * 2)
+    assert len(transport.writes) == 1 and len(box) == 0
+    transport.buffered = 10_000
+    for i in range(5):
+        box.push(pub("feed_item", 10 + i))
+    assert closed == [True]
+
+
+def test_same_bytes_shared_by_every_recipient():
+    p = pub("feed_item", 1)
+    assert p.ws_frame() is p.ws_frame() and p.sse_data() is p.sse_data()
