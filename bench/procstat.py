@@ -1,0 +1,103 @@
+"""What the bench reads from /proc about a process tree: CPU time and resident memory.
+
+* CPU: ``utime + stime`` (fields 14 and 15 of ``/proc/<pid>/stat``, in clock ticks, all threads
+  included) summed over the server process and its descendants (``--workers N`` forks). A tick is
+  10 ms, so the bench also sums ``/proc/<pid>/task/*/schedstat`` (nanoseconds on CPU) as a
+  precise cross-check for short windows.
+* Memory: ``VmRSS`` of ``/proc/<pid>/status``, in KiB, summed the same way.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as fh:
+        raw = fh.read()
+    # The command name (field 2) may contain spaces: split after its closing parenthesis.
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(name))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (all threads), in seconds; vanished processes count 0."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / TICK
+
+
+def sched_seconds(pids: list[int]) -> float:
+    """Time on CPU from every thread's schedstat, in seconds (nanosecond resolution)."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total / 1e9
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class CpuSample:
+    wall: float
+    ticks: float
+    sched: float
+
+    @classmethod
+    def take(cls, pids: list[int]) -> "CpuSample":
+        return cls(time.monotonic(), cpu_seconds(pids), sched_seconds(pids))
+
+    def since(self, earlier: "CpuSample") -> dict:
+        wall = self.wall - earlier.wall
+        cpu = self.ticks - earlier.ticks
+        sched = self.sched - earlier.sched
+        return {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "sched_s": round(sched, 4),
+                "cpu_pct": round(100 * cpu / wall, 2) if wall > 0 else 0.0,
+                "sched_pct": round(100 * sched / wall, 2) if wall > 0 else 0.0}
