@@ -1,0 +1,176 @@
+"""Dashboard data (seed 000 §3.5): the caller's stats, upcoming events, recent badges.
+
+Stats are cached per user for ``settings.stats_cache_seconds`` in ``svc.cache`` (Redis in
+production, memory embedded). Ingest invalidates a user's entry when one of their events lands,
+and :class:`StatsPusher` then publishes a fresh ``stats_update`` to them on ``dashboard``.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from .db_values import as_utc, db_date, db_json, db_time, iso, utcnow
+from .events import Event, Outcome
+from .gamification import level_start, level_title
+
+MAX_EVENTS = 10
+STATS_PUSH_SECONDS = 1.0
+
+
+def cache_key(user_id: int) -> str:
+    return f"dashboard:stats:{user_id}"
+
+
+def _percent_change(now: float, then: float) -> float:
+    return round((now - then) / then * 100.0, 1) if then > 0 else 0.0
+
+
+async def compute_stats(db, user_id: int, now: datetime | None = None) -> dict:
+    """The seed 000 stats shape, from the database (no cache)."""
+    now = as_utc(now or utcnow())
+    today = now.date()
+    row = await db.fetch_one("dashboard_stats", {
+        "user_id": user_id,
+        "since_5m": db_time(db, now - timedelta(minutes=5)),
+        "since_24h": db_time(db, now - timedelta(hours=24, minutes=5)),
+        "today": db_date(db, today),
+        "yesterday": db_date(db, today - timedelta(days=1)),
+        "week_start": db_date(db, today - timedelta(days=6)),
+    })
+    hashrate = row["hashrate_5m"] if row["hashrate_5m"] is not None else row["hashrate_workers"]
+    hashrate = float(hashrate or 0.0)
+    shares_today = int(row["shares_today"] or 0)
+    best_diff_week = float(row["best_diff_week"] or 0.0)
+    network_diff = float(row["network_diff"] or 0.0)
+    level = int(row["level"] or 1)
+    return {
+        "hashrate": hashrate,
+        "hashrate_change": _percent_change(hashrate, float(row["hashrate_24h"] or 0.0)),
+        "shares_today": shares_today,
+        "shares_change": _percent_change(shares_today, float(row["shares_yesterday"] or 0)),
+        "workers_online": int(row["workers_online"] or 0),
+        "workers_total": int(row["workers_total"] or 0),
+        "streak": int(row["streak"] or 0),
+        "best_diff_week": best_diff_week,
+        "network_diff": network_diff,
+        "best_diff_ratio": best_diff_week / network_diff if network_diff > 0 else 0.0,
+        "level": level,
+        "level_title": row["level_title"] or level_title(level),
+        "xp": int(row["xp"] or 0),
+        "xp_to_next": int(row["xp_to_next"] or level_start(level + 1)),
+        "badges_earned": int(row["badges_earned"] or 0),
+        "network_height": int(row["network_height"] or 0),
+    }
+
+
+async def get_stats(svc, user_id: int) -> dict:
+    """Cached stats: what ``GET /dashboard/stats`` and the ``dashboard`` snapshot answer."""
+    cached = await svc.cache.get(cache_key(user_id))
+    if cached is not None:
+        return cached
+    return await refresh_stats(svc, user_id)
+
+
+async def refresh_stats(svc, user_id: int) -> dict:
+    stats = await compute_stats(svc.db, user_id)
+    await svc.cache.set(cache_key(user_id), stats, svc.settings.stats_cache_seconds)
+    return stats
+
+
+async def invalidate_stats(svc, user_id: int) -> None:
+    await svc.cache.delete(cache_key(user_id))
+
+
+class StatsPusher:
+    """``stats_update`` to one user on ``dashboard``: at most one per user per second.
+
+    :meth:`touch` (ingest: the user's stats changed) pushes at once unless the user had one in
+    the last second; then the push is left to :meth:`flush`, which a background job calls a few
+    times a second, so the last change always arrives. :meth:`refresh` (the aggregator) pushes
+    only when the stats differ from the last ones sent.
+    """
+
+    def __init__(self, svc, min_interval: float = STATS_PUSH_SECONDS) -> None:
+        self._svc = svc
+        self._min_interval = min_interval
+        self._sent_at: dict[int, float] = {}
+        self._sent: dict[int, dict] = {}
+        self._pending: set[int] = set()
+
+    async def touch(self, user_id: int) -> None:
+        await invalidate_stats(self._svc, user_id)
+        if time.monotonic() - self._sent_at.get(user_id, -1e9) >= self._min_interval:
+            await self._push(user_id, await refresh_stats(self._svc, user_id))
+        else:
+            self._pending.add(user_id)
+
+    async def flush(self) -> int:
+        now = time.monotonic()
+        due = [uid for uid in self._pending
+               if now - self._sent_at.get(uid, -1e9) >= self._min_interval]
+        for user_id in due:
+            self._pending.discard(user_id)
+            await self._push(user_id, await refresh_stats(self._svc, user_id))
+        return len(due)
+
+    async def refresh(self, user_id: int) -> bool:
+        stats = await refresh_stats(self._svc, user_id)
+        if stats == self._sent.get(user_id):
+            return False
+        await self._push(user_id, stats)
+        return True
+
+    def forget_except(self, user_ids: set[int]) -> None:
+        """Drop what we remember about users who are neither connected nor pending."""
+        keep = user_ids | self._pending
+        for table in (self._sent, self._sent_at):
+            for user_id in [uid for uid in table if uid not in keep]:
+                del table[user_id]
+
+    async def _push(self, user_id: int, stats: dict) -> None:
+        self._sent_at[user_id] = time.monotonic()
+        self._sent[user_id] = stats
+        await self._svc.publish("dashboard", {"type": "stats_update", "user_id": user_id,
+                                              **stats})
+
+
+def stats_pusher(svc) -> StatsPusher:
+    """The service's pusher (made by ``api_dashboard.install``; made here if it was not)."""
+    pusher = getattr(svc, "stats_pusher", None)
+    if pusher is None:
+        pusher = svc.stats_pusher = StatsPusher(svc)
+    return pusher
+
+
+async def upcoming_events(db, user_id: int, now: datetime | None = None) -> list[dict]:
+    rows = await db.fetch_all("upcoming_events_for_user", {
+        "user_id": user_id, "now": db_time(db, now or utcnow()), "limit": MAX_EVENTS})
+    return [{"id": row["id"], "type": row["event_type"], "title": row["title"],
+             "description": row["description"], "ends_at": iso(row["ends_at"]),
+             "action": ({"label": row["action_label"], "href": row["action_href"]}
+                        if row["action_label"] else None)} for row in rows]
+
+
+async def recent_badges(db, user_id: int, limit: int) -> list[dict]:
+    rows = await db.fetch_all("recent_badges", {"user_id": user_id, "limit": limit})
+    return [{"id": row["id"], "badge_id": row["id"], "name": row["name"],
+             "description": row["description"], "icon": row["icon"], "rarity": row["rarity"],
+             "earned_at": iso(row["earned_at"])} for row in rows]
+
+
+async def event_reminder(db, event: Event, out: Outcome, name: str | None) -> None:
+    """Create or update an upcoming event; aimed at ``user_id`` when one is given."""
+    fields = event.fields
+    event_id = fields.id or f"evt-{uuid.uuid4().hex[:20]}"
+    action = fields.action
+    await db.execute("upcoming_event_upsert", {
+        "id": event_id, "event_type": fields.event_type, "title": fields.title,
+        "description": fields.description,
+        "starts_at": db_time(db, fields.starts_at) if fields.starts_at else None,
+        "ends_at": db_time(db, fields.ends_at),
+        "action_label": action.label if action else None,
+        "action_href": action.href if action else None,
+        "target_user_id": event.user_id, "metadata": db_json(fields.metadata),
+        "now": db_time(db, event.received_at)})
+    out.extra.setdefault("id", event_id)

@@ -1,0 +1,3 @@
+INSERT INTO activity_feed (event_type, user_id, title, description, metadata, is_global, created_at)
+VALUES (:event_type, :user_id, :title, :description, :metadata, TRUE, :now)
+RETURNING id, created_at

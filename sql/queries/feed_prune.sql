@@ -1,0 +1,1 @@
+DELETE FROM activity_feed WHERE is_global = TRUE AND id <= :cutoff

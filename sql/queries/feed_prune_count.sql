@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM activity_feed WHERE is_global = TRUE AND id <= :cutoff

@@ -1,0 +1,1 @@
+DELETE FROM upcoming_events WHERE ends_at < :before
