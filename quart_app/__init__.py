@@ -53,16 +53,17 @@ def create_app(settings: Settings | None = None) -> Quart:
 
 
 def _blueprints():
-    from . import api_health, api_history, transport_sse, transport_ws
+    from . import api_dashboard, api_health, api_history, ingest, transport_sse, transport_ws
 
-    return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp]
+    return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_dashboard.bp,
+            ingest.bp]
 
 
 def _installers():
     """Modules that add blueprints, background jobs or the stats provider to the services."""
-    from . import transport_ws
+    from . import api_dashboard, transport_ws
 
-    return [transport_ws.install]
+    return [transport_ws.install, api_dashboard.install]
 
 
 def _register_error_handlers(app: Quart) -> None:

@@ -1,0 +1,76 @@
+"""Background jobs (``svc.background``): each ``async def job(svc)`` loops until cancelled.
+
+* :func:`stats_aggregator`: every 10 s, fresh stats for every user with a ``dashboard``
+  subscription on this process; a ``stats_update`` to those whose stats changed (seed 000's
+  "Stats Aggregator, 10s refresh cycle").
+* :func:`stats_flusher`: sends the ``stats_update`` ingest held back by the one-per-second limit.
+* :func:`pruner`: keeps the newest ``settings.feed_keep`` global feed items, a day of hashrate
+  samples and a day of finished events.
+
+A failing cycle is logged and retried next cycle; cancellation (the app stopping) ends a job.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from . import feed
+from .dashboard import stats_pusher
+from .db_values import db_time, utcnow
+
+log = logging.getLogger("pulse.tasks")
+
+AGGREGATE_SECONDS = 10.0
+FLUSH_SECONDS = 0.2
+PRUNE_SECONDS = 60.0
+SAMPLES_KEEP = timedelta(hours=25)
+EVENTS_KEEP = timedelta(days=1)
+
+
+async def prune_feed(db, keep: int) -> int:
+    """Delete all but the newest ``keep`` global feed items; return how many were deleted."""
+    return await feed.prune(db, keep)
+
+
+async def prune_once(svc) -> int:
+    db = svc.db
+    removed = await prune_feed(db, svc.settings.feed_keep)
+    now = utcnow()
+    await db.execute("hashrate_samples_prune", {"before": db_time(db, now - SAMPLES_KEEP)})
+    await db.execute("upcoming_events_prune", {"before": db_time(db, now - EVENTS_KEEP)})
+    return removed
+
+
+async def aggregate_once(svc) -> int:
+    """Refresh the stats of every local ``dashboard`` subscriber; return how many changed."""
+    pusher = stats_pusher(svc)
+    users = {conn.user_id for conn in svc.hub.connections() if "dashboard" in conn.subs}
+    changed = 0
+    for user_id in sorted(users):
+        changed += await pusher.refresh(user_id)
+    pusher.forget_except(users)
+    return changed
+
+
+async def _every(svc, seconds: float, cycle, what: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await cycle(svc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the next cycle tries again
+            log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+
+
+async def stats_aggregator(svc, interval: float = AGGREGATE_SECONDS) -> None:
+    await _every(svc, interval, aggregate_once, "stats aggregation")
+
+
+async def stats_flusher(svc, interval: float = FLUSH_SECONDS) -> None:
+    await _every(svc, interval, lambda s: stats_pusher(s).flush(), "stats flush")
+
+
+async def pruner(svc, interval: float = PRUNE_SECONDS) -> None:
+    await _every(svc, interval, prune_once, "pruning")
