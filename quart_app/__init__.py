@@ -54,9 +54,10 @@ def create_app(settings: Settings | None = None) -> Quart:
 
 def _blueprints():
     from . import api_dashboard, api_health, api_history, ingest, transport_sse, transport_ws
+    from . import pages
 
     return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_dashboard.bp,
-            ingest.bp]
+            ingest.bp, pages.bp]
 
 
 def _installers():

@@ -82,7 +82,8 @@ export class RealtimeClient {
    */
   constructor(options = {}) {
     const g = globalThis;
-    this.options = { ...DEFAULTS, ...options, paths: { ...DEFAULTS.paths, ...options.paths } };
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    this.options = { ...DEFAULTS, ...given, paths: { ...DEFAULTS.paths, ...given.paths } };
     this.baseUrl = options.baseUrl ?? g.location?.href ?? "http://localhost/";
     this._WebSocket = options.WebSocket ?? g.WebSocket;
     this._EventSource = options.EventSource ?? g.EventSource;
