@@ -49,6 +49,7 @@ async def _worker_main(config, sockets=None, demo: bool = False) -> None:
         from .demo import install as install_demo
 
         install_demo(app, svc)
+        print(f"Pulse demo: open http://{config.bind[0]}/dev/login?user=1", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for name in ("SIGTERM", "SIGINT"):
