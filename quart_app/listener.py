@@ -36,11 +36,13 @@ class Listener:
             if task is not None:
                 task.cancel()
         for task in (self._task, self._sweeper):
-            if task is not None:
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+            # redis-py (8.1) can swallow a cancellation that lands while the pub/sub connection
+            # is subscribing, and the listen loop then goes on: cancel again until it ends.
+            while task is not None and not task.done():
+                await asyncio.wait({task}, timeout=0.5)
+                task.cancel()
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                log.warning("listener task ended with %r", task.exception())
         self._task = self._sweeper = None
 
     @property
