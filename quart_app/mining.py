@@ -40,9 +40,9 @@ async def best_diff(db, event: Event, out: Outcome, name: str | None) -> None:
 
 async def worker_status(db, event: Event, out: Outcome, name: str | None) -> None:
     fields = event.fields
+    # No hashrate sample here: the worker's next hashrate_update reports what it does now.
     await db.execute("worker_status", {"user_id": event.user_id, "name": fields.worker,
                                        "online": fields.status == "online"})
-    await _sample(db, event)
     out.stats_users.add(event.user_id)
 
 
