@@ -101,6 +101,7 @@ class StatsPusher:
     async def touch(self, user_id: int) -> None:
         await invalidate_stats(self._svc, user_id)
         if time.monotonic() - self._sent_at.get(user_id, -1e9) >= self._min_interval:
+            self._pending.discard(user_id)
             await self._push(user_id, await refresh_stats(self._svc, user_id))
         else:
             self._pending.add(user_id)

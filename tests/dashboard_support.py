@@ -56,8 +56,11 @@ async def history(app, channel: str) -> list[dict]:
     return [p.data for p in result.publications]
 
 
-async def of_type(app, channel: str, kind: str) -> list[dict]:
-    return [data for data in await history(app, channel) if data.get("type") == kind]
+async def of_type(app, channel: str, kind: str, after: int = 0) -> list[dict]:
+    """The publications of type ``kind`` on ``channel`` with an offset above ``after``."""
+    result = await svc_of(app).broker.history(channel, 0)
+    return [p.data for p in result.publications
+            if p.offset > after and p.data.get("type") == kind]
 
 
 async def eventually(probe, timeout: float = 5.0, interval: float = 0.05):
