@@ -1,0 +1,145 @@
+"""Background jobs: the feed pruner (and ``python -m quart_app prune``), the stats aggregator."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from quart_app import tasks
+from quart_app.auth import Principal
+from quart_app.db_values import db_date, utcnow
+from quart_app.hub import Connection
+from quart_app.outbox import Outbox
+
+from .conftest import running_app, with_env
+from .dashboard_support import auth, eventually, ingest, of_type, row_counts, svc_of
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _feed(app, count: int) -> None:
+    for n in range(count):
+        await ingest(app, "feed_item", text=f"item {n}")
+
+
+async def _feed_ids(client, token) -> list[int]:
+    feed = await (await client.get("/dashboard/feed?limit=50", headers=auth(token(1)))).get_json()
+    return [item["id"] for item in feed]
+
+
+async def test_prune_feed_keeps_the_newest(app, client, token):
+    await _feed(app, 30)
+    ids = await _feed_ids(client, token)
+    assert len(ids) == 30
+    assert await tasks.prune_feed(svc_of(app).db, 10) == 20
+    assert await _feed_ids(client, token) == ids[:10]
+    assert await tasks.prune_feed(svc_of(app).db, 10) == 0
+    assert await tasks.prune_feed(svc_of(app).db, 100) == 0
+    assert await tasks.prune_feed(svc_of(app).db, 0) == 10
+    assert await _feed_ids(client, token) == []
+
+
+async def test_prune_once_uses_feed_keep_and_drops_old_samples_and_events(settings, token):
+    async with running_app(with_env(settings, feed_keep=3)) as app:
+        now = utcnow()
+        await _feed(app, 5)
+        await ingest(app, "hashrate_update", 1, now=now - timedelta(hours=30), hashrate=1.0)
+        await ingest(app, "hashrate_update", 1, now=now - timedelta(hours=2), hashrate=2.0)
+        await ingest(app, "event_reminder", None, now=now - timedelta(days=3), id="old",
+                     title="Over long ago", ends_at=(now - timedelta(days=2)).isoformat())
+        await ingest(app, "event_reminder", None, id="new", title="Soon",
+                     ends_at=(now + timedelta(hours=1)).isoformat())
+        before = await row_counts(app)
+        assert await tasks.prune_once(svc_of(app)) == 2
+        after = await row_counts(app)
+        assert after["activity_feed"] == 3 == before["activity_feed"] - 2
+        assert after["hashrate_samples"] == before["hashrate_samples"] - 1
+        assert after["upcoming_events"] == before["upcoming_events"] - 1
+
+
+async def test_prune_command_line(app, backend):
+    await _feed(app, 8)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PULSE_", "REDIS_", "DATABASE_", "APP_ENV"))}
+    env.update(DATABASE_URL=backend["database_url"], PULSE_FEED_KEEP="5")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "quart_app", "prune", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    assert "pruned 3 feed items (keeping the newest 5)" in out.decode()
+
+
+def _dashboard_viewer(svc, user_id: int) -> Connection:
+    conn = Connection(Principal(user_id=user_id, expires_at=4e9), Outbox(100, lambda: None),
+                      "test")
+    svc.hub.connect(conn)
+    return conn
+
+
+async def test_aggregator_publishes_stats_that_changed(app):
+    svc = svc_of(app)
+    viewer = _dashboard_viewer(svc, 3)
+    await svc.hub.subscribe(viewer, "dashboard")
+    elsewhere = _dashboard_viewer(svc, 4)          # connected, but not watching the dashboard
+    await svc.hub.subscribe(elsewhere, "mining")
+    await ingest(app, "new_miner", 3)
+
+    assert await tasks.aggregate_once(svc) == 1    # first look: the stats are news
+    [pushed] = await of_type(app, "dashboard", "stats_update")
+    assert pushed["user_id"] == 3 and pushed["shares_today"] == 0
+    assert await tasks.aggregate_once(svc) == 0    # nothing changed: nothing published
+    assert len(await of_type(app, "dashboard", "stats_update")) == 1
+
+    await svc.db.execute("share_day_add", {"user_id": 3, "shares": 7, "difficulty": 0.0,
+                                           "day": db_date(svc.db, utcnow().date())})
+    assert await tasks.aggregate_once(svc) == 1    # a change made behind ingest's back
+    pushes = await of_type(app, "dashboard", "stats_update")
+    assert [p["shares_today"] for p in pushes] == [0, 7]
+    assert {p["user_id"] for p in pushes} == {3}
+
+    svc.hub.disconnect(viewer)
+    assert await tasks.aggregate_once(svc) == 0
+
+
+async def test_aggregator_job_loops_survives_a_failure_and_stops(app, monkeypatch):
+    svc = svc_of(app)
+    viewer = _dashboard_viewer(svc, 5)
+    await svc.hub.subscribe(viewer, "dashboard")
+    calls = []
+    real = tasks.aggregate_once
+
+    async def flaky(svc):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database hiccup")
+        return await real(svc)
+
+    monkeypatch.setattr(tasks, "aggregate_once", flaky)
+    job = asyncio.get_running_loop().create_task(tasks.stats_aggregator(svc, interval=0.05))
+    try:
+        pushes = await eventually(lambda: of_type(app, "dashboard", "stats_update"), 5.0)
+        assert pushes[0]["user_id"] == 5 and len(calls) >= 2
+    finally:
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(job, 5)
+
+
+async def test_background_jobs_run_with_the_app_and_stop_with_it(settings):
+    names = {"stats_aggregator", "stats_flusher", "pruner"}
+    async with running_app(settings) as app:
+        assert {job.__name__ for job in svc_of(app).background} >= names
+        running = [t for t in asyncio.all_tasks() if t.get_name() in names]
+        assert {t.get_name() for t in running} == names
+        assert not any(t.done() for t in running)
+    assert all(t.done() for t in running)
