@@ -44,9 +44,14 @@ export class Channel {
     return this.sinceSent ? this.last : undefined;
   }
 
-  /** Start recovering a gap on a socket that keeps delivering: drop until `unsubscribed`. */
-  beginDrain() {
+  /**
+   * Recover a gap on a socket that keeps delivering (the client sends unsubscribe, then
+   * subscribe with the `since` returned): drop what arrives until the server's `unsubscribed`.
+   */
+  beginRecovery() {
     this.phase = Phase.DRAINING;
+    this.sinceSent = true;
+    return this.last;
   }
 
   /** The server's `unsubscribed` for a recovery: from here on comes the replay. */

@@ -57,13 +57,12 @@ export class Poller {
         const body = await this._history(ch.name, ch.last ?? LEARN_OFFSET);
         if (epoch !== this._epoch) return;
         if (body === null || client.channels.get(ch.name) !== ch) continue;
-        ch.beginSubscribe();
+        ch.beginSubscribe(); // what /history returns is a replay, then an ack
         for (const p of body.publications ?? []) {
-          client._publication({ channel: ch.name, data: p.data, offset: p.offset });
+          client.channels.publication({ channel: ch.name, data: p.data, offset: p.offset },
+            this._t.now());
         }
-        if (ch.acknowledge(body.offset, body.recovered === true, this._t.now())) {
-          client._resync(ch.name);
-        }
+        client.channels.acknowledged(ch.name, body.offset, body.recovered, this._t.now());
       }
       await client.options.poll?.();
       if (epoch !== this._epoch) return;
@@ -86,7 +85,8 @@ export class Poller {
     url.searchParams.set("channel", channel);
     url.searchParams.set("since", String(since));
     const headers = { Accept: "application/json" };
-    if (client._token) headers.Authorization = `Bearer ${client._token}`;
+    const token = client.credentials.token;
+    if (token) headers.Authorization = `Bearer ${token}`;
     const response = await this._fetch(url.toString(), {
       headers, credentials: "same-origin", cache: "no-store",
     });

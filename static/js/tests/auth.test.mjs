@@ -120,10 +120,10 @@ test("onAuthRequired answering true (cookie renewed elsewhere) reconnects with t
 });
 
 test("a token about to expire is renewed on the live socket with an auth frame", async () => {
-  const env = setup();
-  const now = Math.floor(env.clock.now() / 1000);
+  const now = Math.floor(1_700_000_000_000 / 1000); // FakeClock's start
   let token = fakeJwt({ sub: "1", exp: now + 600 });
-  env.client.options.getToken = async () => token;
+  const env = setup({ getToken: async () => token });
+  assert.equal(Math.floor(env.clock.now() / 1000), now);
   env.client.subscribe("a", () => {});
   const ws = await connectWs(env);
   token = fakeJwt({ sub: "1", exp: now + 4200 });

@@ -147,7 +147,7 @@ test("polling only: a channel never acknowledged learns its offset, no resync", 
   assert.deepEqual(env.resyncs, []);
   await env.clock.advance(DEFAULTS.pollIntervalMs);
   assert.deepEqual(seen.at(-1), "12");
-  await env.clock.advance(0);
+  await env.clock.advance(DEFAULTS.resyncBatchMs);
   assert.deepEqual(env.resyncs, [["a"]], "history no longer reached back: reload");
   assert.equal(env.client.mode, "polling");
 });

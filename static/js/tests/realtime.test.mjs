@@ -165,7 +165,7 @@ test("recovered:false asks the page to reload its snapshot, once for all channel
   ws.receive({ type: "subscribed", channel: "a", offset: 1, recovered: false });
   ws.receive({ type: "subscribed", channel: "b", offset: 9, recovered: false });
   ws.receive({ type: "subscribed", channel: "c", offset: 3, recovered: true });
-  await env.clock.advance(0);
+  await env.clock.advance(DEFAULTS.resyncBatchMs);
   assert.deepEqual(env.resyncs, [["a", "b"]]);
   assert.equal(env.client.metrics().resyncs, 1);
   // The ack's offset is the new baseline (the server may have restarted from 0).
@@ -195,7 +195,7 @@ test("a gap in offsets resubscribes from the last offset; nothing is lost or dou
   ws.receive({ channel: "a", data: {}, offset: 11 });
   assert.deepEqual(a.offsets(), [6, null, 7, 8, 9, 10, 11]);
   assert.equal(env.client.metrics().gaps, 1);
-  await env.clock.advance(0);
+  await env.clock.advance(DEFAULTS.resyncBatchMs);
   assert.deepEqual(env.resyncs, []);
 });
 
