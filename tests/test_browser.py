@@ -211,6 +211,60 @@ async def test_websockets_blocked_falls_back_to_sse(page, tmp_path):
         assert (await metrics(page))["transport"] == "sse"
 
 
+async def test_both_push_transports_blocked_falls_back_to_polling_and_back(page, tmp_path):
+    blocked = {"on": True}
+    tried: list[str] = []
+
+    def websocket(ws) -> None:
+        tried.append("websocket")
+        if blocked["on"]:
+            asyncio.get_running_loop().create_task(ws.close(code=1011, reason="blocked"))
+        else:
+            ws.connect_to_server()
+
+    async def stream(route) -> None:
+        tried.append("sse")
+        if blocked["on"]:
+            await route.abort()
+        else:
+            await route.continue_()
+
+    await page.route_web_socket(re.compile(r"/ws$"), websocket)
+    await page.route(re.compile(r"/sse\?"), stream)
+    async with serve_app(settings_for(tmp_path / "pulse.db")) as (address, _app):
+        await seed(address)
+        await sign_in(page, address)
+        await wait_indicator(page, "Polling", timeout=20_000)
+        assert tried[:4] == ["websocket", "websocket", "sse", "sse"], tried
+        await feed_item(page, "satoshi-fan earned the First Share badge").wait_for()
+        # A poll fetches what each channel missed from /history (the next one is due in 30 s).
+        await publish(address, "block_found", height=900_005)
+        await page.evaluate("window.pulse.client.poller.poll()")
+        await feed_item(page, "Block #900,005").wait_for(timeout=3000)
+        assert (await metrics(page))["transport"] == "polling"
+        # Push is back (the browser says it is online again): polling stops.
+        blocked["on"] = False
+        await page.evaluate("window.dispatchEvent(new Event('online'))")
+        await page.locator("#conn-label").filter(has_text=re.compile("^(WebSocket|SSE)$")).wait_for(
+            timeout=10_000)
+        await publish(address, "block_found", height=900_006)
+        await feed_item(page, "Block #900,006").wait_for(timeout=2000)
+
+
+async def test_expired_session_asks_to_sign_in_without_hammering(page, tmp_path):
+    async with serve_app(settings_for(tmp_path / "pulse.db")) as (address, _app):
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        token = mint_token(SECRET, USER, ttl_seconds=3)
+        await page.goto(f"http://{address}/?token={token}")
+        await wait_indicator(page, "WebSocket")
+        # The server closes the socket with 4001 at `exp`; the cookie has expired too.
+        await page.locator("#banner", has_text="session has expired").wait_for(timeout=10_000)
+        assert await indicator(page) == "Signed out"
+        await page.wait_for_timeout(3000)
+        assert len(sockets) == 1, f"reconnected with a dead token: {sockets}"
+
+
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_server_restart_reconnects_and_shows_the_gap(page, tmp_path, backend):
     """Stop the server, publish while the page is cut off, start it again on the same port and
