@@ -47,6 +47,7 @@ return offset
 RECONNECT_MIN_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
 CONFIRM_TIMEOUT_SECONDS = 3.0
+POOL_SIZE = 32
 
 
 class RedisBroker:
@@ -72,9 +73,11 @@ class RedisBroker:
     # -- lifecycle ----------------------------------------------------------------------
     async def connect(self) -> None:
         self._closed = False
-        self._redis = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=0
-        )
+        # A blocking pool: a burst of subscribes waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=POOL_SIZE, timeout=5, socket_connect_timeout=2,
+            socket_timeout=5)
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(PUBLISH_LUA)
 
     async def close(self) -> None:
@@ -88,7 +91,7 @@ class RedisBroker:
             except (RedisError, OSError):
                 pass
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -213,3 +213,60 @@ async def live_server(settings):
 def with_env(settings, **changes):
     """A copy of ``settings`` with top-level fields replaced."""
     return replace(settings, **changes)
+
+
+@pytest.fixture
+async def redis_server(tmp_path, redis_url, redis_prefix):
+    """A live server on real Redis (SQLite for data): for bridge and fan-out tests."""
+    settings = make_settings(f"sqlite:///{tmp_path}/pulse.db", redis_url, redis_prefix)
+    async with serve_app(settings) as (address, app):
+        yield address, app
+
+
+class WsClient:
+    """A thin test client over `websockets`: JSON in and out, bounded waits."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    async def send(self, frame):
+        import json
+
+        await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 3.0):
+        import json
+
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def recv_until(self, predicate, timeout: float = 3.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            frame = await self.recv(max(0.01, left))
+            if predicate(frame):
+                return frame
+
+    async def subscribe(self, channel, since=None):
+        frame = {"action": "subscribe", "channel": channel}
+        if since is not None:
+            frame["since"] = since
+        await self.send(frame)
+        return await self.recv_until(lambda f: f.get("type") in ("subscribed", "error")
+                                     and (f.get("channel") == channel or "message" in f))
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        try:
+            await asyncio.wait_for(self.ws.recv(), timeout)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+
+@asynccontextmanager
+async def ws_client(address: str, token: str, **kwargs):
+    import websockets
+
+    async with websockets.connect(f"ws://{address}/ws?token={token}", max_size=2**22,
+                                  **kwargs) as ws:
+        yield WsClient(ws)
