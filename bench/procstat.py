@@ -41,16 +41,21 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (all threads), in seconds; vanished processes count 0."""
-    total = 0
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) of ``pids`` (all threads), in seconds; vanished processes count 0."""
+    user = system = 0
     for pid in pids:
         try:
             fields = _stat_fields(pid)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / TICK
+        user += int(fields[11])    # utime (field 14)
+        system += int(fields[12])  # stime (field 15)
+    return user / TICK, system / TICK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_split(pids))
 
 
 def sched_seconds(pids: list[int]) -> float:
@@ -87,17 +92,22 @@ def rss_kib(pids: list[int]) -> int:
 @dataclass
 class CpuSample:
     wall: float
-    ticks: float
+    user: float
+    system: float
     sched: float
 
     @classmethod
     def take(cls, pids: list[int]) -> "CpuSample":
-        return cls(time.monotonic(), cpu_seconds(pids), sched_seconds(pids))
+        user, system = cpu_split(pids)
+        return cls(time.monotonic(), user, system, sched_seconds(pids))
 
     def since(self, earlier: "CpuSample") -> dict:
         wall = self.wall - earlier.wall
-        cpu = self.ticks - earlier.ticks
+        user = self.user - earlier.user
+        system = self.system - earlier.system
+        cpu = user + system
         sched = self.sched - earlier.sched
-        return {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "sched_s": round(sched, 4),
+        return {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "user_s": round(user, 4),
+                "sys_s": round(system, 4), "sched_s": round(sched, 4),
                 "cpu_pct": round(100 * cpu / wall, 2) if wall > 0 else 0.0,
                 "sched_pct": round(100 * sched / wall, 2) if wall > 0 else 0.0}

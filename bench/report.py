@@ -29,21 +29,31 @@ def _fmt(value, digits: int = 1, suffix: str = "") -> str:
     return str(value)
 
 
+def _cpu(window: dict) -> str:
+    """``total (user + sys)`` µs per delivery of one window."""
+    total = window.get("cpu_us_per_delivery")
+    if total is None:
+        return "–"
+    return (f"{total:.2f} ({window.get('user_us_per_delivery', 0):.1f}+"
+            f"{window.get('sys_us_per_delivery', 0):.1f})")
+
+
 def row(case: dict) -> str:
     label = f"{case['server']} {case['transport']}"
     if case.get("workers", 1) > 1:
         label += f" ×{case['workers']} workers"
     if "error" in case or "unavailable" in case:
         note = case.get("error") or case.get("unavailable")
-        return f"| {label} | {case['clients']:,} | {note} |" + " |" * 10
+        return f"| {label} | {case['clients']:,} | {note} |" + " |" * 11
     burst, rate, flood = case.get("burst", {}), case.get("rate", {}), case.get("flood", {})
-    client_pct = max(burst.get("client_cpu_pct", 0), flood.get("client_cpu_pct", 0))
+    client_pct = max(w.get("client_cpu_pct", 0) for w in (burst, rate, flood) if w)
     cells = [
         label,
         _fmt(case["clients"]),
         _fmt(_get(case, "connect", "connect_s"), 1, " s"),
-        _fmt(burst.get("cpu_us_per_delivery"), 2),
-        _fmt(flood.get("cpu_us_per_delivery"), 2),
+        _cpu(burst),
+        _cpu(rate),
+        _cpu(flood),
         _fmt(case.get("kb_per_conn"), 1),
         _fmt(_get(rate, "lat_ms", "p50"), 1),
         _fmt(_get(rate, "lat_ms", "p99"), 1),
@@ -58,10 +68,10 @@ def row(case: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-HEADER = ("| server | N | connect | CPU µs/delivery (burst) | CPU µs/delivery (flood) | "
+HEADER = ("| server | N | connect | CPU µs/delivery burst (user+sys) | … @10/s | … flood | "
           "KB/idle conn | p50 ms @10/s | p99 ms @10/s | max ms @10/s | delivered | "
           "max deliveries/s | idle CPU | client CPU (max) |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def markdown_table(*results: dict) -> str:

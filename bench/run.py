@@ -93,21 +93,46 @@ def write_tokens(path: str, n: int) -> None:
 
 
 # -- the server under test ------------------------------------------------------------------
+def snapshot(rev: str, out_dir: str) -> str:
+    """``git archive`` of quart_app/ and sql/ at ``rev`` (the tree is shared with engineers
+    editing it: a committed revision keeps a run reproducible). "worktree" means as it is."""
+    if rev == "worktree":
+        return ROOT
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    dest = os.path.join(out_dir, f"src-{sha}")
+    if not os.path.isdir(dest):
+        os.makedirs(dest + ".tmp", exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "quart_app", "sql"], cwd=ROOT,
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", dest + ".tmp"], input=archive, check=True)
+        os.rename(dest + ".tmp", dest)
+    return dest
+
+
 class Server:
     def __init__(self, kind: str, port: int, workers: int, cpus: str | None, python: str,
-                 work: str, redis_url: str, prefix: str) -> None:
+                 work: str, redis_url: str, prefix: str, source: str = ROOT,
+                 entry: str = "main") -> None:
         self.kind, self.port, self.workers = kind, port, workers
         env = dict(os.environ, REDIS_URL=redis_url, PULSE_REDIS_PREFIX=prefix,
                    DATABASE_URL=f"sqlite:///{work}/bench.db", JWT_SECRET=SECRET,
                    PULSE_API_KEY=API_KEY, PYTHONUNBUFFERED="1")
         if kind == "pulse":
-            cmd = [python, "-m", "quart_app", "serve", "--port", str(port),
-                   "--workers", str(workers)]
+            serve = ["serve", "--port", str(port), "--workers", str(workers)]
+            if entry == "module":
+                cmd = [python, "-m", "quart_app", *serve]
+            else:
+                # The same main() without `python -m`'s __main__ block, which resets SIGPIPE to
+                # SIG_DFL: a write to a socket the peer already closed then kills the server
+                # (seen as exit -13 under load; see bench/RESULTS.md).
+                cmd = [python, "-c", "import sys; from quart_app.__main__ import main; "
+                       f"sys.exit(main({serve!r}))"]
         else:
             cmd = [python, os.path.join(HERE, "baseline_seed.py"), "--port", str(port)]
         self.log_path = os.path.join(work, f"server-{kind}-{port}.log")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(pinned(cpus) + cmd, cwd=ROOT, env=env, stdout=self._log,
+        self.proc = subprocess.Popen(pinned(cpus) + cmd, cwd=source, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.proc.pid
         self.pids = [self.pid]
@@ -125,6 +150,20 @@ class Server:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"server not ready after {timeout}s; see {self.log_path}")
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited ({self.proc.returncode}): {self.log_tail()}")
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last warnings/errors of the server log (info lines skipped)."""
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                kept = [line.strip() for line in fh if '"level": "info"' not in line
+                        and "INFO:" not in line]
+        except OSError:
+            return ""
+        return " | ".join(kept[-lines:])[-2000:]
 
     def _ready(self) -> bool:
         try:
@@ -223,6 +262,8 @@ async def publish_window(client: Client, server: Server, pub: Publisher, n: int,
         "deliveries_per_s": round(received / span) if span > 0 else 0,
         "lat_ms": report["lat_ms"], "server_cpu": cpu,
         "cpu_us_per_delivery": round(cpu["cpu_s"] / received * 1e6, 3) if received else None,
+        "user_us_per_delivery": round(cpu["user_s"] / received * 1e6, 3) if received else None,
+        "sys_us_per_delivery": round(cpu["sys_s"] / received * 1e6, 3) if received else None,
         "sched_us_per_delivery": round(cpu["sched_s"] / received * 1e6, 3) if received else None,
         "client_cpu_pct": report["cpu_pct"], "client_cpu_s": report["cpu_s"],
         "closed": report["closed"], "errors": report["errors"],
@@ -230,17 +271,51 @@ async def publish_window(client: Client, server: Server, pub: Publisher, n: int,
     }
 
 
-def start_profile(args, server: Server, name: str, seconds: float):
+def start_profile(args, server: Server, name: str, phase: str, seconds: float):
+    """py-spy record the server during ``phase`` if asked to (raw collapsed stacks)."""
+    if phase not in args.profile.split(","):
+        return None
     py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
     if not os.path.exists(py_spy):
         print("bench: py-spy not found (pip install py-spy); no profile", file=sys.stderr)
         return None
     target = server.pids[-1] if server.workers > 1 else server.pid
-    out = os.path.join(args.out, f"profile-{name}")
-    cmd = pinned(args.client_cpus) + [py_spy, "record", "--pid", str(target), "--rate", "250",
-                                      "--duration", str(int(seconds)), "--format", "raw",
-                                      "-o", out + ".txt", "--nonblocking"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = os.path.join(args.out, f"profile-{name}-{phase}.txt")
+    cmd = pinned(args.client_cpus) + [py_spy, "record", "--pid", str(target), "--rate", "200",
+                                      "--duration", str(max(1, int(min(60, seconds) + 0.999))),
+                                      "--format", "raw", "-o", out, "--nonblocking"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.8)  # py-spy attaches
+    return proc, out
+
+
+def finish_profile(profiler, result: dict, phase: str) -> None:
+    if profiler is None:
+        return
+    proc, out = profiler
+    try:
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    result.setdefault("profiles", {})[phase] = out
+
+
+def settle(server: Server, minimum: float, timeout: float, quiet_pct: float = 10.0) -> dict:
+    """Wait ``minimum`` seconds, then until the server's CPU over 0.5 s is below ``quiet_pct``.
+
+    The ``subscribed`` ack reaches the client before the server has finished with that client
+    (the dashboard snapshot is queried after the ack), so "all subscribed" is not yet "idle".
+    """
+    time.sleep(minimum)
+    started = time.monotonic()
+    while True:
+        before = procstat.CpuSample.take(server.pids)
+        time.sleep(0.5)
+        pct = procstat.CpuSample.take(server.pids).since(before)["cpu_pct"]
+        waited = time.monotonic() - started
+        if pct < quiet_pct or waited > timeout:
+            return {"waited_s": round(minimum + waited, 2), "last_cpu_pct": pct}
 
 
 async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str,
@@ -254,7 +329,8 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
                     "publish": publish_mode, "server_cpus": cpus, "client_cpus": args.client_cpus}
     name = f"{kind}-{mode}-{n}-w{workers}"
     print(f"== {name}: starting", file=sys.stderr, flush=True)
-    server = Server(kind, port, workers, cpus, args.python, work, args.redis_url, prefix)
+    server = Server(kind, port, workers, cpus, args.python, work, args.redis_url, prefix,
+                    args.source_dir, args.pulse_entry)
     client = warm = None
     pub = Publisher(publish_mode, args.redis_url, prefix, port=port, api_key=API_KEY)
     try:
@@ -269,62 +345,73 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
         time.sleep(1.0)
         rss_before = procstat.rss_kib(server.pids)
 
+        connect0 = procstat.CpuSample.take(server.pids)
         client = Client(binary, port, n, mode, tokens, args.client_cpus, work)
         ready = client.read(60 + n / 50)
         result["connect"] = ready
+        connect_cpu = procstat.CpuSample.take(server.pids).since(connect0)
+        result["connect"]["server_cpu"] = connect_cpu
+        result["connect"]["server_cpu_ms_per_conn"] = round(
+            connect_cpu["cpu_s"] / max(1, ready["connected"]) * 1e3, 3)
         if ready["connected"] < n:
             print(f"   connected {ready['connected']}/{n}: {ready['first_error']}", file=sys.stderr)
-        time.sleep(args.settle_seconds)
+        server.check()
+        result["settle"] = settle(server, args.settle_seconds, args.settle_timeout)
         rss_after = procstat.rss_kib(server.pids)
         result["rss_kib"] = {"before": rss_before, "after": rss_after}
         result["kb_per_conn"] = round((rss_after - rss_before) / max(1, ready["connected"]), 2)
 
         client.command("reset")
+        profiler = start_profile(args, server, name, "idle", args.idle_seconds)
         idle0 = procstat.CpuSample.take(server.pids)
         time.sleep(args.idle_seconds)
         idle = procstat.CpuSample.take(server.pids).since(idle0)
+        finish_profile(profiler, result, "idle")
         idle_client = client.command("report")
         result["idle"] = {**idle, "client_cpu_pct": idle_client["cpu_pct"]}
         print(f"   connected {ready['connected']} in {ready['connect_s']}s, "
               f"{result['kb_per_conn']} KB/conn, idle {idle['cpu_pct']}%", file=sys.stderr)
 
+        server.check()
         seq = 1000
+        profiler = start_profile(args, server, name, "burst", n * args.broadcasts * 40e-6 + 2)
         result["burst"] = await publish_window(client, server, pub, n, args.broadcasts, None,
                                                args.drain_timeout, seq)
+        finish_profile(profiler, result, "burst")
         seq += args.broadcasts
         print(f"   burst: {result['burst']['cpu_us_per_delivery']} us/delivery, "
               f"{result['burst']['deliveries_per_s']}/s, "
               f"delivered {result['burst']['delivered_fraction']}", file=sys.stderr)
         await asyncio.sleep(0.5)
+        server.check()
         if args.rate_seconds > 0:
             count = int(args.rate * args.rate_seconds)
+            profiler = start_profile(args, server, name, "rate", args.rate_seconds + 1)
             result["rate"] = await publish_window(client, server, pub, n, count, args.rate,
                                                   args.drain_timeout, seq)
+            finish_profile(profiler, result, "rate")
             seq += count
             print(f"   rate {args.rate}/s: p99 {result['rate']['lat_ms']['p99']} ms, "
                   f"delivered {result['rate']['delivered_fraction']}", file=sys.stderr)
             await asyncio.sleep(0.5)
+        server.check()
         if args.flood_deliveries > 0:
             count = max(50, min(500, -(-args.flood_deliveries // n)))
-            profiler = None
-            if args.profile:
-                estimate = n * count * 30e-6 + 2
-                profiler = start_profile(args, server, name, min(60, estimate))
-                await asyncio.sleep(1.0)
+            profiler = start_profile(args, server, name, "flood", n * count * 40e-6 + 2)
             result["flood"] = await publish_window(client, server, pub, n, count, None,
                                                    args.drain_timeout, seq)
-            if profiler is not None:
-                profiler.wait(90)
-                result["profile"] = os.path.join(args.out, f"profile-{name}.txt")
+            finish_profile(profiler, result, "flood")
             print(f"   flood: {result['flood']['deliveries_per_s']}/s, "
                   f"{result['flood']['cpu_us_per_delivery']} us/delivery, "
                   f"delivered {result['flood']['delivered_fraction']}", file=sys.stderr)
+        server.check()
         result["server_rss_end_kib"] = procstat.rss_kib(server.pids)
     except Unavailable as exc:
         result["unavailable"] = str(exc)
         print(f"   unavailable: {exc}", file=sys.stderr)
     except Exception as exc:  # a failed case is recorded; the run goes on
         result["error"] = f"{type(exc).__name__}: {exc}"
+        result["server_log_tail"] = server.log_tail()
         print(f"   error: {result['error']}", file=sys.stderr)
     finally:
         for proc in (warm, client):
@@ -355,15 +442,21 @@ def parse_args(argv=None):
     p.add_argument("--flood-deliveries", type=int, default=1_000_000)
     p.add_argument("--idle-seconds", type=float, default=10.0)
     p.add_argument("--settle-seconds", type=float, default=2.0)
+    p.add_argument("--settle-timeout", type=float, default=60.0)
     p.add_argument("--drain-timeout", type=float, default=60.0)
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--server-cpus-multi", default="0,1")
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--python", default=sys.executable, help="interpreter for the servers")
+    p.add_argument("--pulse-entry", default="main", choices=["main", "module"],
+                   help="module: `python -m quart_app serve` exactly; main: its main() with "
+                        "SIGPIPE left ignored (default, see README)")
+    p.add_argument("--source", default="worktree",
+                   help="Pulse code to run: 'worktree' (as is) or a git revision (archived)")
     p.add_argument("--out", default=os.path.join(HERE, "out"))
     p.add_argument("--json", default=None, help="result file (default OUT/result-<stamp>.json)")
-    p.add_argument("--profile", action="store_true", help="py-spy the flood window")
+    p.add_argument("--profile", default="", help="py-spy these windows: idle,burst,rate,flood")
     p.add_argument("--keep-work", action="store_true")
     return p.parse_args(argv)
 
@@ -376,7 +469,15 @@ def machine() -> dict:
                       if line.startswith("Model name")), "")
     except OSError:
         pass
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "quart_app"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev, dirty = "", ""
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "git": rev + (" (quart_app/ modified in the work tree)" if dirty else ""),
             "kernel": platform.release(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -393,6 +494,8 @@ async def main(argv=None) -> dict:
     if args.client_cpus and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})  # publisher too
     binary = build_client(args.out)
+    args.source_dir = snapshot(args.source, args.out)
+    sys.path.insert(0, args.source_dir)  # the publisher's RedisBroker comes from the same code
     tokens = os.path.join(args.out, "tokens.txt")
     write_tokens(tokens, max(sizes + sse_sizes))
     cases = []
@@ -404,7 +507,7 @@ async def main(argv=None) -> dict:
                 for workers in ([int(w) for w in args.workers.split(",")]
                                 if kind == "pulse" else [1]):
                     cases.append(await run_case(args, kind, mode, n, workers, binary, tokens))
-    result = {"machine": machine(), "command": " ".join([os.path.basename(sys.executable)]
+    result = {"machine": machine(), "source": args.source, "command": " ".join([os.path.basename(sys.executable)]
                                                         + sys.argv), "cases": cases}
     path = args.json or os.path.join(
         args.out, f"result-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")

@@ -1,0 +1,69 @@
+"""The load bench keeps working: build the C client, run bench/run.py against a real Pulse server
+(Hypercorn, real Redis) with 200 WebSocket clients and a few broadcasts, check the figures.
+
+Bounded: the whole run is killed after 55 s. Under ``CI=true`` a missing gcc or Redis fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import IN_CI
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIENTS = 200
+BROADCASTS = 5
+
+
+def _require_gcc() -> None:
+    if shutil.which("gcc") or shutil.which("cc"):
+        return
+    if IN_CI:
+        pytest.fail("gcc is not installed: CI=true requires it for the bench client",
+                    pytrace=False)
+    pytest.skip("gcc is not installed (set CI=true to make this a failure)")
+
+
+@pytest.mark.integration
+def test_bench_smoke_200_ws_clients(redis_url, tmp_path):
+    _require_gcc()
+    out = tmp_path / "bench"
+    result_path = tmp_path / "result.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "run.py"),
+           "--servers", "pulse", "--transports", "ws", "--clients", str(CLIENTS),
+           "--broadcasts", str(BROADCASTS), "--rate", "10", "--rate-seconds", "1",
+           "--flood-deliveries", "0", "--idle-seconds", "1", "--settle-seconds", "0.5",
+           "--settle-timeout", "10", "--drain-timeout", "10", "--redis-url", redis_url,
+           "--out", str(out), "--json", str(result_path)]
+    try:
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=55)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"bench did not finish in 55 s: {exc.stderr!r}"[-3000:], pytrace=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| pulse ws | 200 |" in run.stdout, run.stdout
+
+    case = json.loads(result_path.read_text())["cases"][0]
+    assert "error" not in case, (case.get("error"), case.get("server_log_tail"))
+    assert case["connect"]["connected"] == CLIENTS
+    assert case["connect"]["failed"] == 0
+
+    burst, rate = case["burst"], case["rate"]
+    assert burst["expected"] == CLIENTS * BROADCASTS
+    assert burst["delivered_fraction"] == 1.0
+    assert burst["min_per_conn"] == BROADCASTS  # every client got every broadcast
+    assert rate["delivered_fraction"] == 1.0
+    assert burst["closed"] == rate["closed"] == 0
+    assert burst["errors"] == 0
+
+    # Sane numbers, not targets: a loaded CI machine must still pass.
+    assert 0 < rate["lat_ms"]["p50"] <= rate["lat_ms"]["p99"] <= rate["lat_ms"]["max"] < 5000
+    assert 0 < burst["sched_us_per_delivery"] < 2000
+    assert burst["cpu_us_per_delivery"] is not None and burst["cpu_us_per_delivery"] >= 0
+    assert 0 < case["kb_per_conn"] < 1000
+    assert 0 <= case["idle"]["cpu_pct"] <= 100
+    assert 0 <= burst["client_cpu_pct"] < 100
