@@ -25,7 +25,11 @@ import time
 from typing import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import RESYNC, History, Publication, _Resync, encode_json
 from .channels import SEED_REDIS_CHANNELS
@@ -42,6 +46,17 @@ redis.call('XTRIM', KEYS[2], 'MINID', tostring(now_ms - tonumber(ARGV[5])))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PUBLISH', ARGV[1], ARGV[6] .. '\\n' .. frame)
 return offset
+"""
+
+# Read the latest offset and the entries after `since` in one atomic step: with two round trips
+# a publication in between would push the newest-N window past `since` and fail recovery.
+HISTORY_LUA = """
+local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = latest - tonumber(ARGV[1])
+if wanted <= 0 or wanted > tonumber(ARGV[2]) then
+  return {latest, {}}
+end
+return {latest, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', wanted)}
 """
 
 RECONNECT_MIN_SECONDS = 0.05
@@ -68,6 +83,7 @@ class RedisBroker:
         self._wanted: set[str] = set()
         self._confirm: dict[str, asyncio.Future] = {}
         self._closed = False
+        self._ready = asyncio.Event()  # the listener is connected and reading
         self.reconnects = 0
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -76,9 +92,16 @@ class RedisBroker:
         # A blocking pool: a burst of subscribes waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url, max_connections=POOL_SIZE, timeout=5, socket_connect_timeout=2,
-            socket_timeout=5)
+            socket_timeout=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self._redis = aioredis.Redis(connection_pool=pool)
+        # The listener's own connection never retries behind our back: a silent reconnect would
+        # resubscribe without telling us, and what was published meanwhile would be skipped.
+        self._listen_redis = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0),
+            single_connection_client=False)
         self._script = self._redis.register_script(PUBLISH_LUA)
+        self._history_script = self._redis.register_script(HISTORY_LUA)
 
     async def close(self) -> None:
         self._closed = True
@@ -92,6 +115,7 @@ class RedisBroker:
                 pass
         if self._redis is not None:
             await self._redis.aclose(close_connection_pool=True)
+            await self._listen_redis.aclose(close_connection_pool=True)
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -122,38 +146,40 @@ class RedisBroker:
         return int(value or 0)
 
     async def history(self, channel: str, since: int) -> History:
-        latest = await self.latest_offset(channel)
+        latest, entries = await self._history_script(
+            keys=[self._key("offset", channel), self._key("history", channel)],
+            args=[since, self._size])
+        latest = int(latest)
         if since > latest:
             return History([], latest, False)
-        wanted = latest - since
-        if wanted == 0:
+        if since == latest:
             return History([], latest, True)
-        if wanted > self._size:
-            return History([], latest, False)
-        entries = await self.redis.xrevrange(self._key("history", channel), count=wanted)
         publications = []
         for _id, fields in reversed(entries):
-            offset = int(fields[b"o"])
-            if offset <= since:
-                continue
-            if offset > latest:  # published after we read `latest`: live delivery has it
-                break
+            fields = dict(zip(fields[::2], fields[1::2]))
             frame = fields[b"f"]
-            publications.append(Publication(channel, json.loads(frame)["data"], offset, frame))
+            publications.append(
+                Publication(channel, json.loads(frame)["data"], int(fields[b"o"]), frame))
         complete = bool(publications) and publications[0].offset == since + 1
         return History(publications if complete else [], latest, complete)
 
     # -- the listener's stream ----------------------------------------------------------
     async def subscribe_upstream(self, channel: str) -> None:
+        """SUBSCRIBE and wait for Redis to confirm, so a history read that follows misses nothing.
+
+        If the listener is not connected yet, wait for it (bounded): it subscribes everything
+        wanted when it connects, and its RESYNC covers what was published before that.
+        """
         self._wanted.add(channel)
-        if self._pubsub is None:
-            return  # the listener subscribes everything wanted when it (re)connects
-        loop = asyncio.get_running_loop()
-        fut = self._confirm.get(channel)
-        if fut is None or fut.done():
-            fut = self._confirm[channel] = loop.create_future()
         try:
-            await self._pubsub.subscribe(self._key("ch", channel))
+            await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT_SECONDS)
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            fut = self._confirm.get(channel)
+            if fut is None or fut.done():
+                fut = self._confirm[channel] = asyncio.get_running_loop().create_future()
+            await pubsub.subscribe(self._key("ch", channel))
             await asyncio.wait_for(asyncio.shield(fut), CONFIRM_TIMEOUT_SECONDS)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             # The listener resubscribes on reconnect and resyncs from history.
@@ -168,7 +194,7 @@ class RedisBroker:
                 pass
 
     async def _open_pubsub(self):
-        pubsub = self.redis.pubsub()
+        pubsub = self._listen_redis.pubsub()
         await pubsub.subscribe(*SEED_REDIS_CHANNELS, *(self._key("ch", c) for c in self._wanted))
         return pubsub
 
@@ -192,12 +218,14 @@ class RedisBroker:
                 yield RESYNC
             first = False
             delay = RECONNECT_MIN_SECONDS
+            self._ready.set()
             try:
                 async for item in self._read(self._pubsub, ch_prefix):
                     yield item
             except (RedisError, OSError) as exc:
                 log.warning("redis listener lost its connection: %s", type(exc).__name__)
             finally:
+                self._ready.clear()
                 pubsub, self._pubsub = self._pubsub, None
                 try:
                     await pubsub.aclose()

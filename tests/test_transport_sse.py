@@ -1,0 +1,127 @@
+"""`/sse` with a real streaming HTTP client (httpx) against a real Hypercorn server."""
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from .conftest import make_settings, serve_app
+
+
+class SseReader:
+    def __init__(self, response):
+        self.response = response
+        self.lines = response.aiter_lines()
+
+    async def event(self, timeout=3.0):
+        """The next event as {"id":…, "data":…, "comment":…, "retry":…} (bounded wait)."""
+        event = {}
+
+        async def read():
+            async for line in self.lines:
+                if line == "":
+                    if event:
+                        return event
+                    continue
+                if line.startswith(":"):
+                    event.setdefault("comment", line[1:].strip())
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                event[field] = json.loads(value) if field == "data" else value
+            return event
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def data(self, timeout=3.0):
+        while True:
+            event = await self.event(timeout)
+            if "data" in event:
+                return event
+
+
+def sse_url(address, channels, token):
+    return f"http://{address}/sse?channels={channels}&token={token}"
+
+
+async def test_stream_headers_ack_and_publications(live_server, token):
+    address, app = live_server
+    svc = app.extensions["pulse"]
+    async with httpx.AsyncClient(timeout=5) as http:
+        async with http.stream("GET", sse_url(address, "mining,competition", token(1))) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            assert resp.headers["cache-control"] == "no-cache"
+            assert resp.headers["x-accel-buffering"] == "no"
+            reader = SseReader(resp)
+            first = await reader.event()
+            assert first["retry"].isdigit()
+            acks = [(await reader.data())["data"], (await reader.data())["data"]]
+            assert {a["channel"] for a in acks} == {"mining", "competition"}
+            assert all(a["type"] == "subscribed" for a in acks)
+            await svc.publish("mining", {"type": "share_submitted", "i": 1})
+            await svc.publish("competition", {"type": "match_update", "i": 2})
+            one, two = await reader.data(), await reader.data()
+            assert one["data"] == {"channel": "mining", "offset": 1,
+                                   "data": {"type": "share_submitted", "i": 1}}
+            assert one["id"] == "mining:1,competition:0"
+            assert two["id"] == "mining:1,competition:1"
+        for _ in range(100):
+            if svc.hub.connection_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.hub.get_stats() == {"total_connections": 0, "unique_users": 0, "channels": {}}
+        assert not svc.sse_heartbeats and not svc.sse_closers
+
+
+async def test_errors_before_streaming(live_server, token):
+    address, _ = live_server
+    async with httpx.AsyncClient(timeout=5) as http:
+        cases = [
+            (f"http://{address}/sse?channels=mining", 401),
+            (f"http://{address}/sse?channels=mining&token=garbage", 401),
+            (sse_url(address, "", token(1)), 400),
+            (sse_url(address, "mining,bogus", token(1)), 400),
+            (sse_url(address, "user:2:progress", token(1)), 403),
+        ]
+        for url, status in cases:
+            response = await http.get(url)
+            assert response.status_code == status, url
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.json()["detail"]
+        bad_cursor = await http.get(sse_url(address, "mining", token(1)),
+                                    headers={"Last-Event-ID": "zzz"})
+        assert bad_cursor.status_code == 400
+
+
+async def test_last_event_id_resumes_exactly(live_server, token):
+    address, app = live_server
+    svc = app.extensions["pulse"]
+    async with httpx.AsyncClient(timeout=5) as http:
+        async with http.stream("GET", sse_url(address, "mining", token(1))) as resp:
+            reader = SseReader(resp)
+            await reader.data()  # ack
+            await svc.publish("mining", {"type": "share_submitted", "i": 0})
+            cursor = (await reader.data())["id"]
+        for i in range(1, 6):
+            await svc.publish("mining", {"type": "share_submitted", "i": i})
+        async with http.stream("GET", sse_url(address, "mining", token(1)),
+                               headers={"Last-Event-ID": cursor}) as resp:
+            reader = SseReader(resp)
+            replay = [await reader.data() for _ in range(5)]
+            assert [e["data"]["data"]["i"] for e in replay] == [1, 2, 3, 4, 5]
+            assert [e["id"] for e in replay] == [f"mining:{n}" for n in range(2, 7)]
+            ack = (await reader.data())["data"]
+            assert ack == {"type": "subscribed", "channel": "mining", "offset": 6,
+                           "recovered": True}
+
+
+async def test_heartbeat_comment(tmp_path, token):
+    settings = make_settings(f"sqlite:///{tmp_path}/h.db", PULSE_SSE_HEARTBEAT_SECONDS="0.2")
+    async with serve_app(settings) as (address, _app):
+        async with httpx.AsyncClient(timeout=5) as http:
+            async with http.stream("GET", sse_url(address, "mining", token(1))) as resp:
+                reader = SseReader(resp)
+                await reader.data()
+                event = await reader.event(timeout=2)
+                assert event.get("comment") == "keepalive"
