@@ -19,6 +19,7 @@ from quart import Quart
 from . import ingest
 from .db_values import utcnow
 from .gamification import BADGES
+from .tasks import uninterrupted
 
 log = logging.getLogger("pulse.demo")
 
@@ -227,7 +228,7 @@ class Pool:
 
 async def _send(svc, body: dict, now: datetime | None = None) -> None:
     try:
-        await ingest.ingest_event(svc, body, now=now)
+        await uninterrupted(ingest.ingest_event(svc, body, now=now))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # one bad moment must not end the simulation

@@ -53,11 +53,30 @@ async def aggregate_once(svc) -> int:
     return changed
 
 
+async def uninterrupted(coro, grace: float = 5.0):
+    """Await ``coro`` in a task of its own; if we are cancelled meanwhile, let it finish (for up
+    to ``grace`` seconds), then re-raise.
+
+    Jobs are cancelled when the app stops; a database call cut in half can leave its connection
+    unclosed (``databases`` with aiosqlite), so a job stops between units of work, not inside one.
+    """
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: the job is stopping either way
+        raise
+
+
 async def _every(svc, seconds: float, cycle, what: str) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
-            await cycle(svc)
+            await uninterrupted(cycle(svc))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the next cycle tries again
