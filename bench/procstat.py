@@ -58,9 +58,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return sum(cpu_split(pids))
 
 
-def sched_seconds(pids: list[int]) -> float:
-    """Time on CPU from every thread's schedstat, in seconds (nanosecond resolution)."""
-    total = 0
+def sched_seconds(pids: list[int]) -> tuple[float, float]:
+    """(on CPU, waiting for a CPU) from every thread's schedstat, in seconds (ns resolution).
+
+    The second figure is how long the server was runnable but another process had its core:
+    the machine is shared, and this says how much a window was disturbed.
+    """
+    total = waited = 0
     for pid in pids:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
@@ -69,10 +73,12 @@ def sched_seconds(pids: list[int]) -> float:
         for tid in tasks:
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                    total += int(fh.read().split()[0])
+                    fields = fh.read().split()
+                total += int(fields[0])
+                waited += int(fields[1])
             except (OSError, ValueError, IndexError):
                 continue
-    return total / 1e9
+    return total / 1e9, waited / 1e9
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -95,11 +101,15 @@ class CpuSample:
     user: float
     system: float
     sched: float
+    runq: float
+    load: float
 
     @classmethod
     def take(cls, pids: list[int]) -> "CpuSample":
         user, system = cpu_split(pids)
-        return cls(time.monotonic(), user, system, sched_seconds(pids))
+        with open("/proc/loadavg") as fh:
+            load = float(fh.read().split()[0])
+        return cls(time.monotonic(), user, system, *sched_seconds(pids), load)
 
     def since(self, earlier: "CpuSample") -> dict:
         wall = self.wall - earlier.wall
@@ -109,5 +119,6 @@ class CpuSample:
         sched = self.sched - earlier.sched
         return {"wall_s": round(wall, 4), "cpu_s": round(cpu, 4), "user_s": round(user, 4),
                 "sys_s": round(system, 4), "sched_s": round(sched, 4),
+                "runq_wait_s": round(self.runq - earlier.runq, 4), "loadavg_1m": self.load,
                 "cpu_pct": round(100 * cpu / wall, 2) if wall > 0 else 0.0,
                 "sched_pct": round(100 * sched / wall, 2) if wall > 0 else 0.0}

@@ -193,13 +193,13 @@ class Server:
 # -- the C client ---------------------------------------------------------------------------
 class Client:
     def __init__(self, binary: str, port: int, n: int, mode: str, tokens: str, cpus: str | None,
-                 work: str) -> None:
+                 work: str, extra: tuple = ()) -> None:
         self.n = n
         self._err = open(os.path.join(work, f"client-{mode}-{n}.log"), "wb")
         self.proc = subprocess.Popen(
             pinned(cpus) + [binary, "--port", str(port), "--n", str(n), "--mode", mode,
                             "--tokens", tokens, "--channel", "dashboard",
-                            "--connect-timeout", str(30 + n / 100)],
+                            "--connect-timeout", str(30 + n / 100)] + list(extra),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, bufsize=0)
         self._buf = b""
 
@@ -301,6 +301,18 @@ def finish_profile(profiler, result: dict, phase: str) -> None:
     result.setdefault("profiles", {})[phase] = out
 
 
+def net_of_idle(result: dict) -> None:
+    """Add each window's CPU per delivery *minus* the idle CPU rate over the same wall time:
+    the marginal cost of fan-out, without the service's periodic jobs."""
+    idle_rate = result["idle"]["cpu_s"] / result["idle"]["wall_s"]
+    for phase in ("burst", "rate", "flood"):
+        window = result.get(phase)
+        if window and window["received"]:
+            cpu = window["server_cpu"]
+            net = max(0.0, cpu["cpu_s"] - idle_rate * cpu["wall_s"])
+            window["net_cpu_us_per_delivery"] = round(net / window["received"] * 1e6, 3)
+
+
 def settle(server: Server, minimum: float, timeout: float, quiet_pct: float = 10.0) -> dict:
     """Wait ``minimum`` seconds, then until the server's CPU over 0.5 s is below ``quiet_pct``.
 
@@ -345,14 +357,17 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
         time.sleep(1.0)
         rss_before = procstat.rss_kib(server.pids)
 
+        profiler = start_profile(args, server, name, "connect", 5 + n / 150)
         connect0 = procstat.CpuSample.take(server.pids)
-        client = Client(binary, port, n, mode, tokens, args.client_cpus, work)
+        client = Client(binary, port, n, mode, tokens, args.client_cpus, work,
+                        ("--busy-poll",) if args.client_busy_poll else ())
         ready = client.read(60 + n / 50)
         result["connect"] = ready
         connect_cpu = procstat.CpuSample.take(server.pids).since(connect0)
         result["connect"]["server_cpu"] = connect_cpu
         result["connect"]["server_cpu_ms_per_conn"] = round(
             connect_cpu["cpu_s"] / max(1, ready["connected"]) * 1e3, 3)
+        finish_profile(profiler, result, "connect")
         if ready["connected"] < n:
             print(f"   connected {ready['connected']}/{n}: {ready['first_error']}", file=sys.stderr)
         server.check()
@@ -406,6 +421,7 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
                   f"delivered {result['flood']['delivered_fraction']}", file=sys.stderr)
         server.check()
         result["server_rss_end_kib"] = procstat.rss_kib(server.pids)
+        net_of_idle(result)
     except Unavailable as exc:
         result["unavailable"] = str(exc)
         print(f"   unavailable: {exc}", file=sys.stderr)
@@ -458,6 +474,8 @@ def parse_args(argv=None):
     p.add_argument("--json", default=None, help="result file (default OUT/result-<stamp>.json)")
     p.add_argument("--profile", default="", help="py-spy these windows: idle,burst,rate,flood")
     p.add_argument("--keep-work", action="store_true")
+    p.add_argument("--client-busy-poll", action="store_true",
+                   help="the client never sleeps in epoll_wait (isolates wake-up cost)")
     return p.parse_args(argv)
 
 

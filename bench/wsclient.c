@@ -65,6 +65,7 @@ static const char *opt_path = "/ws";
 static int opt_concurrency = 64;
 static double opt_connect_timeout = 120.0;
 static int opt_wait_ack = 1;
+static int opt_busy_poll = 0;   /* epoll_wait(…, 0): never sleep (experiments on wake-up cost) */
 
 static conn_t *conns;
 static char **tokens;
@@ -613,7 +614,7 @@ static int handle_stdin(void) {
 static void usage(void) {
     fprintf(stderr, "usage: wsclient --port P --n N --tokens FILE [--mode ws|sse] [--channel C]\n"
                     "  [--host 127.0.0.1] [--path /ws] [--concurrency 64] [--connect-timeout S]"
-                    " [--no-ack]\n");
+                    " [--no-ack] [--busy-poll]\n");
     exit(2);
 }
 
@@ -639,6 +640,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--no-ack")) { opt_wait_ack = 0; continue; }
+        if (!strcmp(a, "--busy-poll")) { opt_busy_poll = 1; continue; }
         if (!v) usage();
         if (!strcmp(a, "--host")) opt_host = v;
         else if (!strcmp(a, "--port")) opt_port = atoi(v);
@@ -676,7 +678,7 @@ int main(int argc, char **argv) {
     int announced = 0;
     struct epoll_event evs[1024];
     for (;;) {
-        int timeout = 100;
+        int timeout = opt_busy_poll && announced ? 0 : 100;
         int n = epoll_wait(epfd, evs, 1024, timeout);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         for (int i = 0; i < n; i++) {
