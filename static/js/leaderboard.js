@@ -102,7 +102,8 @@ export class Leaderboard {
   _reorder(animate) {
     const rows = [...this.rows.values()];
     const first = new Map(animate ? rows.map((r) => [r, r.el.getBoundingClientRect().top]) : []);
-    rows.sort((a, b) => a.entry.rank - b.entry.rank || b.entry.score - a.entry.score);
+    const rank = (row) => row.entry.rank ?? Number.MAX_SAFE_INTEGER; // unranked last
+    rows.sort((a, b) => rank(a) - rank(b) || b.entry.score - a.entry.score);
     rows.forEach((row, index) => {
       const at = this.list.children[index] ?? null;
       if (at !== row.el) this.list.insertBefore(row.el, at);

@@ -247,7 +247,7 @@ export function eventList(list, empty) {
       h("p", { class: "event-desc" }, e.description ?? "")),
     h("div", { class: "event-side" },
       h("span", { class: "countdown", dataset: { ends: e.endsAt } }, formatCountdown(e.endsAt - Date.now())),
-      e.action?.label ? h("a", { class: "event-action", href: e.action.href || "#" }, e.action.label) : null));
+      e.action?.label ? h("a", { class: "event-action", href: safeHref(e.action.href) }, e.action.label) : null));
   return new KeyedList(list, empty, {
     key: (e) => e.id,
     compare: (a, b) => a.endsAt - b.endsAt,
@@ -259,6 +259,17 @@ export function eventList(list, empty) {
       el.querySelector(".countdown").dataset.ends = e.endsAt;
     },
   });
+}
+
+/** Links from event producers: same-site paths and http(s) only (no `javascript:`). */
+export function safeHref(href) {
+  if (typeof href !== "string" || !href) return "#";
+  try {
+    const url = new URL(href, globalThis.location?.href ?? "http://localhost/");
+    return url.protocol === "http:" || url.protocol === "https:" ? href : "#";
+  } catch {
+    return "#";
+  }
 }
 
 export function badgeList(list, empty, max = 5) {
