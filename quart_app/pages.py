@@ -45,8 +45,8 @@ CONTENT_TYPES = {
     ".webmanifest": "application/manifest+json",
     ".txt": "text/plain",
 }
-# Test doubles and node tests live under static/ but are no part of the page.
-HIDDEN_PREFIXES = (("js", "tests"),)
+# Node's tests and package.json live under static/ but are no part of the page.
+HIDDEN_PREFIXES = (("js", "tests"), ("package.json",))
 
 
 async def _file(relative: str) -> Response:

@@ -164,7 +164,8 @@ async def test_page_renders_rest_data_and_live_events(page, tmp_path):
         await page.locator("#leaderboard .lb-row.me .lb-change", has_text="▲1").wait_for()
         # Toasts: a badge (gamification) and an achievement (user:1:achievements).
         await publish(address, "badge_earned", badge_id="night-owl")
-        await page.locator(".toast-title", has_text="Badge earned: Night Owl").wait_for(timeout=2000)
+        toast = page.locator(".toast-title", has_text="Badge earned: Night Owl")
+        await toast.wait_for(timeout=2000)
         await publish(address, "streak_update", streak=30)
         await page.locator(".toast-title", has_text="Monthly Miner").wait_for(timeout=2000)
         assert await page.locator("[data-field=streak]").inner_text() == "30"
@@ -318,8 +319,7 @@ async def _publish_offline(settings, kind: str, **data) -> None:
 async def test_demo_screenshot_desktop_and_phone(browser, tmp_path):
     """``serve --demo`` prints a signed-in URL; the page is full and fits a phone."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/demo.db", "APP_ENV": "development",
-           "PULSE_UVLOOP": "0"}
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/demo.db", "APP_ENV": "development"}
     for name in ("REDIS_URL", "JWT_SECRET", "PULSE_API_KEY"):
         env.pop(name, None)
     process = subprocess.Popen(

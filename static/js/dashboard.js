@@ -118,7 +118,9 @@ class Dashboard {
         return;
       case "block_found":
         if (data.user_id === this.me.user_id) {
-          this.toasts.show({ icon: "🧱", title: "You found a block!", body: `Block #${data.height}`, kind: "win" });
+          this.toasts.show({
+            icon: "🧱", title: "You found a block!", body: `Block #${data.height}`, kind: "win",
+          });
         }
         return;
       default:
@@ -128,11 +130,15 @@ class Dashboard {
   onGamification(data) {
     if (data.user_id !== undefined && data.user_id !== this.me.user_id) return;
     if (data.type === "badge_earned") {
-      const badge = { ...data, badge_id: data.badge_id, earned_at: data.earned_at ?? new Date().toISOString() };
+      const badge = { ...data, earned_at: data.earned_at ?? new Date().toISOString() };
       this.badges.upsert(badge, { animate: true });
-      this.toasts.show({ icon: data.icon ?? "🏅", title: `Badge earned: ${data.name ?? data.badge_id}`, body: data.description ?? "", kind: "badge" });
+      this.toasts.show({
+        icon: data.icon ?? "🏅", title: `Badge earned: ${data.name ?? data.badge_id}`,
+        body: data.description ?? "", kind: "badge",
+      });
     } else if (data.type === "level_up") {
-      this.stats.apply({ level: data.level, level_title: data.level_title, ...(data.xp !== undefined ? { xp: data.xp } : {}) });
+      const { level, level_title: title, xp } = data;
+      this.stats.apply(xp === undefined ? { level, level_title: title } : { level, level_title: title, xp });
     } else if (data.type === "streak_update" && Number.isFinite(data.streak)) {
       this.stats.apply({ streak: data.streak });
     }
@@ -141,7 +147,10 @@ class Dashboard {
   onAchievement(data) {
     if (data.type !== "achievement_unlocked") return;
     const points = data.points ? ` (+${data.points} XP)` : "";
-    this.toasts.show({ icon: data.icon ?? "🏆", title: data.title ?? "Achievement unlocked", body: `${data.description ?? ""}${points}`, kind: "achievement" });
+    this.toasts.show({
+      icon: data.icon ?? "🏆", title: data.title ?? "Achievement unlocked",
+      body: `${data.description ?? ""}${points}`, kind: "achievement",
+    });
   }
 
   onBoard(data) {

@@ -68,7 +68,8 @@ export class Leaderboard {
   }
 
   _render(entry) {
-    return h("li", { class: `lb-row${entry.user_id === this.me ? " me" : ""}`, dataset: { user: entry.user_id } },
+    const mine = entry.user_id === this.me ? " me" : "";
+    return h("li", { class: `lb-row${mine}`, dataset: { user: entry.user_id } },
       h("span", { class: "lb-rank" }),
       h("span", { class: "lb-name" }),
       h("span", { class: "lb-change" }),
@@ -81,8 +82,9 @@ export class Leaderboard {
     setText(el.querySelector(".lb-name"), entry.display_name ?? `miner-${entry.user_id}`);
     const change = Number(entry.rank_change) || 0;
     const chip = el.querySelector(".lb-change");
-    setText(chip, entry.previous_rank == null ? "new" : change > 0 ? `▲${change}` : change < 0 ? `▼${-change}` : "");
-    chip.classList.toggle("up", change > 0 || entry.previous_rank == null);
+    const isNew = entry.previous_rank === null || entry.previous_rank === undefined;
+    setText(chip, isNew ? "new" : change > 0 ? `▲${change}` : change < 0 ? `▼${-change}` : "");
+    chip.classList.toggle("up", change > 0 || isNew);
     chip.classList.toggle("down", change < 0);
     const format = SCORE_FORMAT[this.category] ?? formatSI;
     setText(el.querySelector(".lb-score"), format(entry.score));

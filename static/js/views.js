@@ -218,7 +218,8 @@ export function feedList(list, empty, me, max = 30) {
       class: `feed-item feed-${item.type}${item.metadata?.user_id === me ? " mine" : ""}`,
       dataset: { id: item.id, type: item.type },
     },
-    h("span", { class: "feed-icon", "aria-hidden": "true" }, item.metadata?.icon ?? FEED_ICONS[item.type] ?? "•"),
+    h("span", { class: "feed-icon", "aria-hidden": "true" },
+      item.metadata?.icon ?? FEED_ICONS[item.type] ?? "•"),
     h("div", { class: "feed-body" },
       h("p", { class: "feed-text" }, item.text),
       item.description ? h("p", { class: "feed-desc" }, item.description) : null),
@@ -247,7 +248,9 @@ export function eventList(list, empty) {
       h("p", { class: "event-desc" }, e.description ?? "")),
     h("div", { class: "event-side" },
       h("span", { class: "countdown", dataset: { ends: e.endsAt } }, formatCountdown(e.endsAt - Date.now())),
-      e.action?.label ? h("a", { class: "event-action", href: safeHref(e.action.href) }, e.action.label) : null));
+      e.action?.label
+        ? h("a", { class: "event-action", href: safeHref(e.action.href) }, e.action.label)
+        : null));
   return new KeyedList(list, empty, {
     key: (e) => e.id,
     compare: (a, b) => a.endsAt - b.endsAt,
@@ -277,7 +280,9 @@ export function badgeList(list, empty, max = 5) {
     key: (b) => b.badge_id ?? b.id,
     compare: (a, b) => parseTime(b.earned_at) - parseTime(a.earned_at),
     max,
-    render: (b) => h("li", { class: `badge rarity-${b.rarity ?? "common"}`, dataset: { id: b.badge_id ?? b.id } },
+    render: (b) => h("li", {
+      class: `badge rarity-${b.rarity ?? "common"}`, dataset: { id: b.badge_id ?? b.id },
+    },
       h("span", { class: "badge-icon", "aria-hidden": "true" }, b.icon ?? "🏅"),
       h("div", {},
         h("p", { class: "badge-name" }, b.name ?? b.badge_id),
@@ -312,7 +317,9 @@ export class Toasts {
   show({ icon = "✨", title, body = "", kind = "info" }) {
     const el = h("div", { class: `toast toast-${kind}`, role: "status" },
       h("span", { class: "toast-icon", "aria-hidden": "true" }, icon),
-      h("div", {}, h("p", { class: "toast-title" }, title), body ? h("p", { class: "toast-body" }, body) : null));
+      h("div", {},
+        h("p", { class: "toast-title" }, title),
+        body ? h("p", { class: "toast-body" }, body) : null));
     this.root.append(el);
     while (this.root.children.length > this.max) this.root.firstElementChild.remove();
     setTimeout(() => {

@@ -63,7 +63,9 @@ test("on SSE a new channel reopens the stream with the cursor; a gap reopens it 
   assert.equal(es.cursor, "a:4");
   es.open();
   assert.equal(env.client.mode, "sse");
-  for (const ch of ["a", "b", "c"]) es.message({ type: "subscribed", channel: ch, offset: 1, recovered: ch !== "a" });
+  for (const ch of ["a", "b", "c"]) {
+    es.message({ type: "subscribed", channel: ch, offset: 1, recovered: ch !== "a" });
+  }
   es.message({ channel: "b", data: {}, offset: 2 });
   es.message({ channel: "b", data: {}, offset: 5 }); // gap
   await env.clock.advance(0);
@@ -156,7 +158,11 @@ test("polling that fails shows offline; a poll answering 401 asks for credential
   let status = 503;
   const fetch = fakeFetch(() => ({ status, body: { detail: "down" } }));
   const asked = [];
-  const env = setup({ fetch, transports: ["polling"], onAuthRequired: async () => { asked.push(1); return null; } });
+  const onAuthRequired = async () => {
+    asked.push(1);
+    return null;
+  };
+  const env = setup({ fetch, transports: ["polling"], onAuthRequired });
   env.client.subscribe("a", () => {});
   env.client.connect();
   await settle();
