@@ -107,10 +107,10 @@ async def seed(address: str) -> None:
     await publish(address, "leaderboard_update", 2, category="hashrate", score=300.0)
 
 
-async def sign_in(page, address: str, query: str = "") -> None:
+async def sign_in(page, address: str) -> None:
     """Follow the ?token= link: the token moves into the HttpOnly cookie, out of the URL."""
     token = mint_token(SECRET, USER)
-    await page.goto(f"http://{address}/?token={token}{query}")
+    await page.goto(f"http://{address}/?token={token}")
     assert "token=" not in page.url
     cookie = next(c for c in await page.context.cookies() if c["name"] == "access_token")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
@@ -131,6 +131,41 @@ async def metrics(page) -> dict:
 
 def feed_item(page, text: str):
     return page.locator("#feed .feed-text", has_text=text)
+
+
+async def cut_off(page, tried: list[str] | None = None) -> dict:
+    """Routes that pass /ws and /sse through while ``flag["on"]`` is false, else refuse them
+    (a proxy that kills the upgrade and the stream); ``tried`` records each attempt."""
+    flag = {"on": False}
+    tried = [] if tried is None else tried
+
+    def websocket(ws) -> None:
+        tried.append("websocket")
+        if flag["on"]:
+            asyncio.get_running_loop().create_task(ws.close(code=1011, reason="cut off"))
+        else:
+            ws.connect_to_server()
+
+    async def stream(route) -> None:
+        tried.append("sse")
+        await (route.abort() if flag["on"] else route.continue_())
+
+    await page.route_web_socket(re.compile(r"/ws$"), websocket)
+    await page.route(re.compile(r"/sse\?"), stream)
+    return flag
+
+
+async def publish_offline(settings, kind: str, **data) -> None:
+    """Ingest through a service container that serves nobody (as another instance would)."""
+    from quart_app.ingest import ingest_event
+    from quart_app.services import Services
+
+    svc = Services(settings)
+    await svc.start()
+    try:
+        await ingest_event(svc, {"type": kind, "user_id": USER, "data": data})
+    finally:
+        await svc.stop()
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -184,9 +219,11 @@ async def test_no_cookie_shows_sign_in(page, tmp_path):
         await page.goto(f"http://{address}/?token=not-a-token")
         await page.locator("#signin-reason", has_text="invalid or has expired").wait_for()
         assert "token=" not in page.url
-        # The development link signs in.
-        await page.goto(f"http://{address}/dev/login?user={USER}")
-        await wait_indicator(page, "WebSocket")
+        # The development link signs in; other query options survive the redirect.
+        await page.goto(f"http://{address}/dev/login?user={USER}&transport=sse")
+        assert page.url == f"http://{address}/?transport=sse"
+        await wait_indicator(page, "SSE")
+        assert await page.locator("#app").is_visible()
 
 
 async def test_websockets_blocked_falls_back_to_sse(page, tmp_path):
@@ -213,25 +250,9 @@ async def test_websockets_blocked_falls_back_to_sse(page, tmp_path):
 
 
 async def test_both_push_transports_blocked_falls_back_to_polling_and_back(page, tmp_path):
-    blocked = {"on": True}
     tried: list[str] = []
-
-    def websocket(ws) -> None:
-        tried.append("websocket")
-        if blocked["on"]:
-            asyncio.get_running_loop().create_task(ws.close(code=1011, reason="blocked"))
-        else:
-            ws.connect_to_server()
-
-    async def stream(route) -> None:
-        tried.append("sse")
-        if blocked["on"]:
-            await route.abort()
-        else:
-            await route.continue_()
-
-    await page.route_web_socket(re.compile(r"/ws$"), websocket)
-    await page.route(re.compile(r"/sse\?"), stream)
+    blocked = await cut_off(page, tried)
+    blocked["on"] = True
     async with serve_app(settings_for(tmp_path / "pulse.db")) as (address, _app):
         await seed(address)
         await sign_in(page, address)
@@ -269,8 +290,8 @@ async def test_expired_session_asks_to_sign_in_without_hammering(page, tmp_path)
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_server_restart_reconnects_and_shows_the_gap(page, tmp_path, backend):
     """Stop the server, publish while the page is cut off, start it again on the same port and
-    database: the page reconnects and shows what it missed (replayed from Redis history, or
-    reloaded over REST when the embedded broker's history went with the old process)."""
+    database: the page reconnects and shows what it missed, replayed from Redis history, or
+    reloaded over REST when the embedded broker's history went with the old process."""
     redis_url, prefix = None, "pulse:"
     if backend == "redis":
         redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -278,6 +299,7 @@ async def test_server_restart_reconnects_and_shows_the_gap(page, tmp_path, backe
         prefix = f"pulse-test:{os.urandom(6).hex()}:"
     settings = settings_for(tmp_path / "pulse.db", redis_url, prefix)
     port = free_port()
+    cut = await cut_off(page)
     async with serve_app(settings, port) as (address, _app):
         await seed(address)
         await sign_in(page, address)
@@ -285,35 +307,27 @@ async def test_server_restart_reconnects_and_shows_the_gap(page, tmp_path, backe
         await feed_item(page, "satoshi-fan earned the First Share badge").wait_for()
     # Server gone (1012): the page is offline and retrying.
     await wait_indicator(page, "Offline", timeout=5000)
+    cut["on"] = True  # from here until the gap's event is in, the page cannot get through
     if backend == "redis":
         # Another producer publishes while no server is up: into Redis history and the database.
-        await _publish_offline(settings, "block_found", height=900_003)
+        await publish_offline(settings, "block_found", height=900_003)
     async with serve_app(settings, port) as (address, _app):
         if backend == "embedded":
             await publish(address, "block_found", height=900_003)
+        cut["on"] = False
+        await page.evaluate("window.dispatchEvent(new Event('online'))")
         await feed_item(page, "Block #900,003").wait_for(timeout=20_000)
         await wait_indicator(page, "WebSocket", timeout=20_000)
         m = await metrics(page)
         assert m["reconnects"] >= 1
         if backend == "redis":
             assert m["resyncs"] == 0, "replayed from history, no snapshot reload needed"
+        else:
+            assert m["resyncs"] >= 1, "a new process has no history: the snapshot was reloaded"
         await publish(address, "block_found", height=900_004)
         await feed_item(page, "Block #900,004").wait_for(timeout=2000)
         texts = await page.locator("#feed .feed-text").all_inner_texts()
         assert len(texts) == len(set(texts)), "nothing shown twice"
-
-
-async def _publish_offline(settings, kind: str, **data) -> None:
-    """Ingest through a service container that serves nobody (as another instance would)."""
-    from quart_app.ingest import ingest_event
-    from quart_app.services import Services
-
-    svc = Services(settings)
-    await svc.start()
-    try:
-        await ingest_event(svc, {"type": kind, "user_id": USER, "data": data})
-    finally:
-        await svc.stop()
 
 
 async def test_demo_screenshot_desktop_and_phone(browser, tmp_path):
