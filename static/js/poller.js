@@ -27,6 +27,7 @@ export class Poller {
     this._busy = false;
     this.running = false;
     this.ok = false; // the last poll succeeded
+    this.tried = false; // a poll finished since start(), well or not
     this.polls = 0;
   }
 
@@ -34,6 +35,7 @@ export class Poller {
     if (!this._enabled || this.running) return;
     this.running = true;
     this.ok = false;
+    this.tried = false;
     this._handle = this._t.setInterval(() => this.poll(), this._intervalMs);
     this.poll();
   }
@@ -68,10 +70,12 @@ export class Poller {
       if (epoch !== this._epoch) return;
       this.polls += 1;
       this.ok = true;
+      this.tried = true;
       client._pollSucceeded();
     } catch (error) {
       if (epoch !== this._epoch) return;
       this.ok = false;
+      this.tried = true;
       client._pollFailed(error?.status);
     } finally {
       this._busy = false;

@@ -119,6 +119,7 @@ export class RealtimeClient {
       intervalMs: this.options.pollIntervalMs, timers: this._t,
     });
     this._everWebSocket = false;
+    this._everConnected = false;
     this._authFailures = 0;
     this._closed = false;
     this._started = false;
@@ -256,6 +257,7 @@ export class RealtimeClient {
     if (this.current?.name === "sse") {
       const old = this.current; // a new channel set or a gap: the new stream replaces it
       this.current = null;
+      this._clearLink();
       old.close();
     }
     this._start(t);
@@ -282,6 +284,7 @@ export class RealtimeClient {
     this.current = t;
     previous?.close(); // moving up from SSE: the WebSocket replaces the stream
     this.ladder.succeeded(t.name);
+    this._everConnected = true;
     this._authFailures = 0;
     this.retryAt = null;
     this.poller.stop();
@@ -344,7 +347,14 @@ export class RealtimeClient {
       this.retryAt = this._t.now() + delay;
       this._set("reconnect", this._t.setTimeout(() => this._attempt(), delay));
     }
-    this._setMode(this.poller.running && this.poller.ok ? Mode.POLLING : Mode.OFFLINE, true);
+    this._setMode(this._downMode(), true);
+  }
+
+  /** Not connected: polling if polls get through, offline if they fail or once we were up. */
+  _downMode() {
+    if (this.poller.running && this.poller.ok) return Mode.POLLING;
+    const failed = this.poller.running && this.poller.tried;
+    return failed || this._everConnected || this.ladder.gaveUp ? Mode.OFFLINE : Mode.CONNECTING;
   }
 
   _scheduleUpgrade(delay) {
@@ -375,7 +385,7 @@ export class RealtimeClient {
   _pollFailed(status) {
     if (this.current) return;
     if (status === 401) this._authRequired();
-    else if (this.mode !== Mode.UNAUTHORIZED) this._setMode(Mode.OFFLINE, true);
+    else if (this.mode !== Mode.UNAUTHORIZED) this._setMode(this._downMode(), true);
   }
 
   // -- authentication ----------------------------------------------------------------------

@@ -33,6 +33,7 @@ test("a refused WebSocket is retried with growing delays, then the attempts stop
   for (let i = 0; i < 6; i += 1) {
     env.WS.last.refuse();
     await settle();
+    assert.equal(env.client.mode, "connecting", "never connected yet: not 'offline'");
     const [delay] = env.clock.pendingTimeouts();
     delays.push(Math.round(delay));
     const before = env.WS.instances.length;
