@@ -51,13 +51,16 @@ HIDDEN_PREFIXES = (("js", "tests"), ("package.json",))
 
 async def _file(relative: str) -> Response:
     """A file under static/ with its pinned type; 404 for anything else (dotfiles, tests, ..)."""
-    parts = PurePosixPath(relative).parts
-    if (not parts or any(p in ("..", ".") or p.startswith(".") or "\\" in p for p in parts)
+    pure = PurePosixPath(relative)
+    parts = pure.parts
+    if (not parts or pure.is_absolute()
+            or any(p in ("..", ".") or p.startswith(".") or "\\" in p for p in parts)
             or any(parts[:len(prefix)] == prefix for prefix in HIDDEN_PREFIXES)):
         raise NotFound("Not found")
     path = STATIC_DIR.joinpath(*parts)
     content_type = CONTENT_TYPES.get(path.suffix.lower())
-    if content_type is None or not path.is_file():
+    if (content_type is None or not path.is_file()
+            or not path.resolve().is_relative_to(STATIC_DIR.resolve())):
         raise NotFound("Not found")
     response = await send_file(path, mimetype=content_type, conditional=True)
     # Revalidate every time (ETag): no build step means no hashed names to cache forever.
