@@ -28,7 +28,8 @@ def feed_item(seq: int, ts: float) -> dict:
         "event_type": "block_found",
         "username": "miner-4242",
         "title": "Block #881234 found!",
-        "description": "miner-4242 found a block at difficulty 1.2T (reward 3.125 BTC)",
+        "text": "Block #881234 found by miner-4242",
+        "description": "at difficulty 1.2T (reward 3.125 BTC)",
         "icon": "block",
         "created_at": "2026-01-01T12:00:00Z",
     }
@@ -79,9 +80,11 @@ class Publisher:
             del item["type"]  # the bridge adds {"type": "feed_item"} from the channel name
             await self._redis.publish("pubsub:feed_item", json.dumps(item))  # type: ignore
         else:
-            data = dict(item)
-            del data["type"]
-            await self._post({"type": "feed_item", "data": data})
+            # Ingest publishes the stored feed row (id, text, description, feed_type, metadata,
+            # created_at), not the body: the stamp rides in ``metadata``.
+            await self._post({"type": "feed_item", "data": {
+                "text": item["text"], "description": item["description"],
+                "feed_type": "block_found", "metadata": {"ts": ts, "seq": seq}}})
 
     async def _post(self, body: dict) -> None:
         reader, writer = self._http  # type: ignore[misc]
@@ -101,11 +104,22 @@ class Publisher:
         if status >= 300:
             raise RuntimeError(f"POST /api/events answered {status}: {payload[:200]!r}")
 
-    async def burst(self, count: int, start_seq: int = 0) -> float:
-        """Publish ``count`` items back to back (each awaited); return the start time."""
+    async def burst(self, count: int, start_seq: int = 0, concurrency: int = 1) -> float:
+        """Publish ``count`` items back to back, up to ``concurrency`` in flight (the Lua script
+        gives offsets in the order Redis runs it, so listeners still see them in order); return
+        the start time. ``api`` has one HTTP connection: always one at a time."""
         started = time.time()
-        for i in range(count):
-            await self.publish(start_seq + i)
+        if concurrency <= 1 or self.mode == "api":
+            for i in range(count):
+                await self.publish(start_seq + i)
+            return started
+        queue = iter(range(start_seq, start_seq + count))
+
+        async def worker() -> None:
+            for seq in queue:
+                await self.publish(seq)
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
         return started
 
     async def paced(self, rate: float, seconds: float, start_seq: int = 0) -> int:

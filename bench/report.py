@@ -42,6 +42,10 @@ def row(case: dict) -> str:
     label = f"{case['server']} {case['transport']}"
     if case.get("workers", 1) > 1:
         label += f" ×{case['workers']} workers"
+    if case.get("database") == "postgresql":
+        label += " (PG)"
+    if case.get("publish") == "api":
+        label += " via /api/events"
     if "error" in case or "unavailable" in case:
         note = case.get("error") or case.get("unavailable")
         return f"| {label} | {case['clients']:,} | {note} |" + " |" * 11

@@ -113,15 +113,20 @@ def snapshot(rev: str, out_dir: str) -> str:
 class Server:
     def __init__(self, kind: str, port: int, workers: int, cpus: str | None, python: str,
                  work: str, redis_url: str, prefix: str, source: str = ROOT,
-                 entry: str = "main") -> None:
+                 entry: str = "main", database_url: str | None = None) -> None:
         self.kind, self.port, self.workers = kind, port, workers
         env = dict(os.environ, REDIS_URL=redis_url, PULSE_REDIS_PREFIX=prefix,
-                   DATABASE_URL=f"sqlite:///{work}/bench.db", JWT_SECRET=SECRET,
+                   DATABASE_URL=database_url or f"sqlite:///{work}/bench.db", JWT_SECRET=SECRET,
                    PULSE_API_KEY=API_KEY, PYTHONUNBUFFERED="1")
         if kind == "pulse":
             serve = ["serve", "--port", str(port), "--workers", str(workers)]
             if entry == "module":
                 cmd = [python, "-m", "quart_app", *serve]
+            elif entry == "hypercorn":
+                # Hypercorn's own CLI on the app factory: `serve --workers N` cannot start more
+                # than one worker at the moment (its config does not pickle; see RESULTS.md).
+                cmd = [python, "-m", "hypercorn", "--workers", str(workers), "--worker-class",
+                       "uvloop", "--bind", f"127.0.0.1:{port}", "quart_app:create_app()"]
             else:
                 # The same main() without `python -m`'s __main__ block, which resets SIGPIPE to
                 # SIG_DFL: a write to a socket the peer already closed then kills the server
@@ -241,7 +246,8 @@ class Client:
 
 # -- one case -------------------------------------------------------------------------------
 async def publish_window(client: Client, server: Server, pub: Publisher, n: int, count: int,
-                         paced_rate: float | None, drain_timeout: float, seq: int) -> dict:
+                         paced_rate: float | None, drain_timeout: float, seq: int,
+                         concurrency: int = 1) -> dict:
     """Publish ``count`` items (back to back, or paced) and wait for N*count deliveries."""
     client.command("reset")
     cpu0 = procstat.CpuSample.take(server.pids)
@@ -249,7 +255,7 @@ async def publish_window(client: Client, server: Server, pub: Publisher, n: int,
     if paced_rate:
         await pub.paced(paced_rate, count / paced_rate, seq)
     else:
-        await pub.burst(count, seq)
+        await pub.burst(count, seq, concurrency)
     published = time.time()
     report = client.command(f"wait {n * count} {drain_timeout}", timeout=drain_timeout + 15)
     cpu = procstat.CpuSample.take(server.pids).since(cpu0)
@@ -301,6 +307,32 @@ def finish_profile(profiler, result: dict, phase: str) -> None:
     result.setdefault("profiles", {})[phase] = out
 
 
+async def pg_create(admin_url: str) -> str:
+    """A fresh PostgreSQL database for one case (``--postgres`` is the admin URL)."""
+    import asyncpg
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"pulse_bench_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urlsplit(admin_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+async def pg_drop(admin_url: str, url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def net_of_idle(result: dict) -> None:
     """Add each window's CPU per delivery *minus* the idle CPU rate over the same wall time:
     the marginal cost of fan-out, without the service's periodic jobs."""
@@ -338,11 +370,14 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
     cpus = args.server_cpus if workers == 1 else args.server_cpus_multi
     publish_mode = args.publish if kind == "pulse" else "raw"
     result: dict = {"server": kind, "transport": mode, "clients": n, "workers": workers,
-                    "publish": publish_mode, "server_cpus": cpus, "client_cpus": args.client_cpus}
+                    "publish": publish_mode, "publish_concurrency": args.publish_concurrency,
+                    "server_cpus": cpus, "client_cpus": args.client_cpus}
     name = f"{kind}-{mode}-{n}-w{workers}"
     print(f"== {name}: starting", file=sys.stderr, flush=True)
+    database_url = await pg_create(args.postgres) if args.postgres and kind == "pulse" else None
+    result["database"] = "postgresql" if database_url else "sqlite"
     server = Server(kind, port, workers, cpus, args.python, work, args.redis_url, prefix,
-                    args.source_dir, args.pulse_entry)
+                    args.source_dir, args.pulse_entry, database_url)
     client = warm = None
     pub = Publisher(publish_mode, args.redis_url, prefix, port=port, api_key=API_KEY)
     try:
@@ -391,7 +426,7 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
         seq = 1000
         profiler = start_profile(args, server, name, "burst", n * args.broadcasts * 40e-6 + 2)
         result["burst"] = await publish_window(client, server, pub, n, args.broadcasts, None,
-                                               args.drain_timeout, seq)
+                                               args.drain_timeout, seq, args.publish_concurrency)
         finish_profile(profiler, result, "burst")
         seq += args.broadcasts
         print(f"   burst: {result['burst']['cpu_us_per_delivery']} us/delivery, "
@@ -414,7 +449,8 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
             count = max(50, min(500, -(-args.flood_deliveries // n)))
             profiler = start_profile(args, server, name, "flood", n * count * 40e-6 + 2)
             result["flood"] = await publish_window(client, server, pub, n, count, None,
-                                                   args.drain_timeout, seq)
+                                                   args.drain_timeout, seq,
+                                                   args.publish_concurrency)
             finish_profile(profiler, result, "flood")
             print(f"   flood: {result['flood']['deliveries_per_s']}/s, "
                   f"{result['flood']['cpu_us_per_delivery']} us/delivery, "
@@ -435,6 +471,8 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
                 proc.stop()
         await pub.close()
         server.stop()
+        if database_url:
+            await pg_drop(args.postgres, database_url)
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -453,6 +491,8 @@ def parse_args(argv=None):
     p.add_argument("--publish", default="lua", choices=["lua", "raw", "api"],
                    help="Pulse publish path (the baseline always uses raw)")
     p.add_argument("--broadcasts", type=int, default=50)
+    p.add_argument("--publish-concurrency", type=int, default=8,
+                   help="publishes in flight during burst and flood (api: always 1)")
     p.add_argument("--rate", type=float, default=10.0)
     p.add_argument("--rate-seconds", type=float, default=10.0)
     p.add_argument("--flood-deliveries", type=int, default=1_000_000)
@@ -465,9 +505,13 @@ def parse_args(argv=None):
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--python", default=sys.executable, help="interpreter for the servers")
-    p.add_argument("--pulse-entry", default="main", choices=["main", "module"],
+    p.add_argument("--postgres", default=None, metavar="ADMIN_URL",
+                   help="run Pulse on a fresh PostgreSQL database per case (e.g. "
+                        "postgresql://postgres@127.0.0.1:5432/test) instead of SQLite")
+    p.add_argument("--pulse-entry", default="main", choices=["main", "module", "hypercorn"],
                    help="module: `python -m quart_app serve` exactly; main: its main() with "
-                        "SIGPIPE left ignored (default, see README)")
+                        "SIGPIPE left ignored (default, see README); hypercorn: Hypercorn's CLI "
+                        "on quart_app:create_app() (for --workers > 1)")
     p.add_argument("--source", default="worktree",
                    help="Pulse code to run: 'worktree' (as is) or a git revision (archived)")
     p.add_argument("--out", default=os.path.join(HERE, "out"))
