@@ -27,7 +27,13 @@ def _percent_change(now: float, then: float) -> float:
 
 
 async def compute_stats(db, user_id: int, now: datetime | None = None) -> dict:
-    """The seed 000 stats shape, from the database (no cache)."""
+    """The seed 000 stats shape, from the database (no cache).
+
+    ``hashrate`` is the average of the last 5 minutes of samples (the sum over online workers
+    when there are none); ``hashrate_change`` compares it with the average of the 24 hours
+    before, ``shares_change`` today's shares with yesterday's, both in percent (0 without a
+    baseline). Days are UTC; ``best_diff_week`` covers today and the 6 days before.
+    """
     now = as_utc(now or utcnow())
     today = now.date()
     row = await db.fetch_one("dashboard_stats", {
@@ -119,7 +125,10 @@ class StatsPusher:
         stats = await refresh_stats(self._svc, user_id)
         if stats == self._sent.get(user_id):
             return False
-        await self._push(user_id, stats)
+        if time.monotonic() - self._sent_at.get(user_id, -1e9) < self._min_interval:
+            self._pending.add(user_id)  # pushed a moment ago: the flush sends this one
+        else:
+            await self._push(user_id, stats)
         return True
 
     def forget_except(self, user_ids: set[int]) -> None:
