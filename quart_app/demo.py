@@ -63,6 +63,7 @@ class Pool:
         self.network_diff = 1.1e14
         self.miners = [self._miner(i + 1, NAMES[i % len(NAMES)]) for i in range(miners)]
         self.next_id = miners + 1
+        self.deadlines: dict[str, datetime] = {}
 
     def _miner(self, user_id: int, name: str) -> Miner:
         count = self.rng.randint(1, 3)
@@ -106,31 +107,32 @@ class Pool:
         bodies += [self.score(miner, category) for category in CATEGORIES]
         return bodies
 
-    def upcoming(self, now: datetime) -> list[dict]:
-        """Upcoming events with deadlines; fixed ids, so re-issuing one moves it."""
+    def upcoming(self, now: datetime, renew_only: bool = False) -> list[dict]:
+        """Upcoming events with deadlines (fixed ids: re-issuing one moves it). With
+        ``renew_only``, just those whose deadline has passed, so countdowns never jump back."""
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-
-        def reminder(event_id, kind, title, ends, description, label=None, href=None, user=None):
+        plans = [
+            ("demo-flash", "competition", "Flash challenge: best share wins", timedelta(minutes=10),
+             "Highest difficulty in ten minutes takes the pot", "Join", "/challenge", None),
+            ("demo-lottery", "lottery", "Weekly lottery draw", timedelta(hours=2),
+             "Every share this week is a ticket", "View tickets", "/lottery", None),
+            ("demo-world-cup", "world_cup", "World Cup: quarter-finals", timedelta(hours=26),
+             "Your country plays at 18:00 UTC", "See bracket", "/world-cup", None),
+            ("demo-maintenance", "maintenance", "Stratum maintenance window", timedelta(days=3),
+             "Workers reconnect automatically", None, None, None),
+        ] + [(f"demo-streak-{m.user_id}", "streak", "Keep your streak alive", midnight - now,
+              f"Submit a share before midnight UTC ({m.streak} days)", None, None, m.user_id)
+             for m in self.miners[:3]]
+        bodies = []
+        for event_id, kind, title, lasts, description, label, href, user in plans:
+            if renew_only and self.deadlines.get(event_id, now) > now:
+                continue
+            self.deadlines[event_id] = now + lasts
             data = {"id": event_id, "event_type": kind, "title": title,
-                    "ends_at": ends.isoformat(), "description": description}
+                    "ends_at": (now + lasts).isoformat(), "description": description}
             if label:
                 data["action"] = {"label": label, "href": href}
-            return _body("event_reminder", user, **data)
-
-        bodies = [
-            reminder("demo-lottery", "lottery", "Weekly lottery draw", now + timedelta(hours=2),
-                     "Every share this week is a ticket", "View tickets", "/lottery"),
-            reminder("demo-world-cup", "world_cup", "World Cup: quarter-finals",
-                     now + timedelta(hours=26), "Your country plays at 18:00 UTC",
-                     "See bracket", "/world-cup"),
-            reminder("demo-maintenance", "maintenance", "Stratum maintenance window",
-                     now + timedelta(days=3), "Workers reconnect automatically"),
-        ]
-        for miner in self.miners[:3]:
-            bodies.append(reminder(f"demo-streak-{miner.user_id}", "streak",
-                                   "Keep your streak alive", midnight,
-                                   f"Submit a share before midnight UTC ({miner.streak} days)",
-                                   user=miner.user_id))
+            bodies.append(_body("event_reminder", user, **data))
         return bodies
 
     # -- one event each ----------------------------------------------------------------------
@@ -173,7 +175,7 @@ class Pool:
 
     def _rare(self, now: datetime, number: int) -> list[dict]:
         rng, bodies = self.rng, []
-        if number % 10 == 0:
+        if number % 7 == 0:
             miner = rng.choice(self.miners)
             missing = sorted(set(BADGES) - miner.badges)
             if missing:
@@ -182,15 +184,15 @@ class Pool:
             miner = rng.choice(self.miners)
             miner.streak += 1
             bodies.append(_body("streak_update", miner.user_id, streak=miner.streak))
-        if number % 45 == 0:
-            bodies.append(self.block(rng.choice(self.miners)))
         if number % 30 == 0:
+            bodies.append(self.block(rng.choice(self.miners)))
+        if number % 20 == 0:
             bodies.append(self.match())
-        if number % 90 == 0:
+        if number % 60 == 0:
             bodies.append(_body("league_update", None, league="Pool League",
                                 text=f"{rng.choice(self.miners).name} leads the Pool League"))
-        if number % 60 == 0:
-            bodies += self.upcoming(now)
+        if number % 5 == 0:
+            bodies += self.upcoming(now, renew_only=True)
         if number % 120 == 0 and self.next_id <= 20:
             miner = self._miner(self.next_id, f"newbie-{self.next_id}")
             self.next_id += 1

@@ -27,6 +27,12 @@ BADGES = {
     "diff-hunter": ("Diff Hunter", "Best difficulty over 1T", "🎯", "epic"),
     "streak-7": ("On Fire", "Mined seven days in a row", "🔥", "uncommon"),
     "night-owl": ("Night Owl", "Shares at 3 a.m.", "🦉", "common"),
+    "shares-10k": ("Ten Thousand", "Submitted 10,000 shares", "🔟", "uncommon"),
+    "rig-farm": ("Rig Farm", "Ran five workers at once", "🏭", "rare"),
+    "comeback": ("Comeback", "Back online after a week away", "🔄", "common"),
+    "lottery-win": ("Lucky Ticket", "Won the weekly lottery", "🎟️", "epic"),
+    "world-cup": ("World Cup Hero", "Scored for your country", "🏆", "rare"),
+    "early-bird": ("Early Bird", "Joined in the pool's first week", "🐣", "uncommon"),
 }
 
 

@@ -127,3 +127,22 @@ async def test_serve_demo_command(backend):
 async def _changed(stats, first: dict) -> bool:
     now = await stats()
     return now is not None and now != first
+
+
+def test_deadlines_are_renewed_only_once_they_pass():
+    import random
+    from datetime import timedelta
+
+    from quart_app.db_values import utcnow
+
+    pool = demo.Pool(random.Random(1))
+    now = utcnow()
+    first = {body["data"]["id"] for body in pool.upcoming(now)}
+    assert {"demo-flash", "demo-lottery", "demo-streak-1", "demo-streak-3"} <= first
+    assert pool.upcoming(now + timedelta(minutes=5), renew_only=True) == []
+    [renewed] = pool.upcoming(now + timedelta(minutes=11), renew_only=True)
+    assert renewed["data"]["id"] == "demo-flash"
+    assert renewed["data"]["ends_at"] == (now + timedelta(minutes=21)).isoformat()
+    assert not [b for b in pool.tick(now, 5) if b["type"] == "event_reminder"]  # none due
+    targeted = [b for b in pool.upcoming(now) if "user_id" in b]
+    assert {b["user_id"] for b in targeted} == {1, 2, 3}
