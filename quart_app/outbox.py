@@ -36,6 +36,7 @@ class Outbox:
                  "closed", "conflated", "_metrics")
 
     def __init__(self, limit: int, on_overflow: Callable[[], None], metrics: Any = None) -> None:
+        """``on_overflow`` runs inside ``Hub.dispatch``: it must not change the hub (defer)."""
         self._items: list = []
         self._limit = limit
         self._waiter: asyncio.Future | None = None

@@ -27,37 +27,51 @@ log = logging.getLogger("pulse.ws")
 bp = Blueprint("ws", __name__)
 
 PING_FRAME = b"\x89\x00"
+CLOSE_HANDSHAKE_SECONDS = 5.0
 
 
 class Session:
     """What the handler, the liveness task and shutdown share about one WebSocket."""
 
-    __slots__ = ("ws", "conn", "tap", "last_seen", "closing", "expiry", "tokens", "stamp",
-                 "dropped")
+    __slots__ = ("ws", "conn", "tap", "hub", "last_seen", "closing", "expiry", "tokens",
+                 "stamp", "dropped", "close_task")
 
-    def __init__(self, ws: Any, conn: Connection, tap: Any) -> None:
+    def __init__(self, ws: Any, conn: Connection, tap: Any, hub: Any) -> None:
         self.ws = ws
         self.conn = conn
         self.tap = tap
+        self.hub = hub
         self.last_seen = time.monotonic()
         self.closing = False
         self.expiry: asyncio.TimerHandle | None = None
         self.tokens = 0.0   # inbound rate limiter (token bucket)
         self.stamp = time.monotonic()
         self.dropped = 0
+        self.close_task: asyncio.Task | None = None
 
     def seen(self) -> float:
         return max(self.last_seen, self.tap.last_seen) if self.tap is not None else self.last_seen
 
     def close(self, code: int, reason: str) -> None:
-        """Close from any task, once: outbox first (nothing more is written), then the socket."""
+        """Close from any task, once: leave the hub now (nothing more is queued or written),
+        then send the close frame; a peer that cannot take it in time is cut off."""
         if self.closing:
             return
         self.closing = True
-        self.conn.outbox.close()
+        self.hub.disconnect(self.conn)
         if self.expiry is not None:
             self.expiry.cancel()
-        asyncio.get_running_loop().create_task(_close(self.ws, code, reason))
+        self.close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(int(code), reason), CLOSE_HANDSHAKE_SECONDS)
+        except asyncio.TimeoutError:
+            # A stalled peer: the close frame is stuck behind unread data.
+            if self.tap is not None:
+                self.tap.transport.abort()
+        except Exception:  # the peer may be gone already
+            pass
 
     def arm_expiry(self, principal: Principal) -> None:
         if self.expiry is not None:
@@ -65,13 +79,6 @@ class Session:
         loop = asyncio.get_running_loop()
         delay = max(0.0, principal.expires_at - time.time())
         self.expiry = loop.call_later(delay, self.close, CloseCode.UNAUTHORIZED, "Token expired")
-
-
-async def _close(ws: Any, code: int, reason: str) -> None:
-    try:
-        await ws.close(int(code), reason)
-    except Exception:  # the peer may be gone already
-        pass
 
 
 async def _authenticate(svc) -> Principal:
@@ -111,9 +118,12 @@ async def ws_endpoint() -> None:
     session: Session | None = None
 
     def on_overflow() -> None:
+        # Called from inside hub.dispatch: close on the next loop iteration, never while the
+        # hub is iterating the channel's subscribers.
         svc.metrics.slow_consumer_closes += 1
         if session is not None:
-            session.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+            asyncio.get_running_loop().call_soon(
+                session.close, CloseCode.SLOW_CONSUMER, "slow consumer")
 
     outbox = Outbox(svc.settings.limits.outbox_messages, on_overflow, svc.metrics)
     conn = Connection(principal, outbox, "ws")
@@ -123,7 +133,7 @@ async def ws_endpoint() -> None:
         await ws.close(CloseCode.TOO_MANY, str(exc))
         return
     tap = ws.scope.get("extensions", {}).get("pulse.tap") if hasattr(ws, "scope") else None
-    session = Session(ws, conn, tap)
+    session = Session(ws, conn, tap, svc.hub)
     session.tokens = svc.settings.limits.max_messages_per_second
     conn.closer = session.close
     sessions: dict = svc.ws_sessions
@@ -137,6 +147,9 @@ async def ws_endpoint() -> None:
     log.info("ws connected", extra={"conn_id": conn.id, "user_id": principal.user_id})
     try:
         await _read_loop(svc, session)
+        if session.close_task is not None:  # the reader decided to close: let the frame out
+            await session.close_task
+            await _discard_until_closed(ws)
     except asyncio.CancelledError:
         raise  # Quart cancels the handler when the client disconnects
     finally:
@@ -147,6 +160,21 @@ async def ws_endpoint() -> None:
         if writer is not None:
             writer.cancel()
         log.info("ws disconnected", extra={"conn_id": conn.id, "user_id": principal.user_id})
+
+
+async def _discard_until_closed(ws: Any) -> None:
+    """Keep reading after our close frame until the client answers it (bounded).
+
+    Hypercorn hands frames to the app through a bounded queue; if the handler stopped reading,
+    frames the client sent before seeing our close would fill it, Hypercorn would block and never
+    read the client's closing handshake.
+    """
+    try:
+        async with asyncio.timeout(CLOSE_HANDSHAKE_SECONDS):
+            while True:
+                await ws.receive()
+    except TimeoutError:
+        pass
 
 
 async def _write(ws: Any, outbox: Outbox) -> None:

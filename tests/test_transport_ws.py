@@ -172,23 +172,30 @@ async def test_one_hundred_concurrent_connections_and_latency(redis_server, toke
 
 
 async def _stalled_client(address: str, token: str) -> socket.socket:
-    """A raw WebSocket client with a tiny receive buffer that never reads after subscribing."""
+    """A raw WebSocket client with a tiny receive buffer that never reads after subscribing.
+
+    Non-blocking: the server under test runs in this same event loop.
+    """
     import base64
     import os
 
+    loop = asyncio.get_running_loop()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
     host, port = address.split(":")
-    sock.connect((host, int(port)))
+    await loop.sock_connect(sock, (host, int(port)))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws?token={token} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    assert b"101" in sock.recv(4096).split(b"\r\n")[0]
-    payload = json.dumps({"action": "subscribe", "channel": "dashboard"}).encode()
+    await loop.sock_sendall(sock, (
+        f"GET /ws?token={token} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+    assert b"101" in head.split(b"\r\n")[0]
+    payload = json.dumps({"action": "subscribe", "channel": "activity:feed"}).encode()
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    await loop.sock_sendall(sock, bytes([0x81, 0x80 | len(payload)]) + mask + masked)
     return sock
 
 
@@ -199,13 +206,13 @@ async def test_slow_client_is_closed_while_others_stay_on_time(tmp_path, token):
         svc = app.extensions["pulse"]
         stalled = await _stalled_client(address, token(50))
         async with ws_client(address, token(1)) as fast:
-            await fast.subscribe("dashboard")
+            await fast.subscribe("activity:feed")
             await asyncio.sleep(0.2)
-            blob = "x" * 8000
+            blob = "x" * 32000  # enough to fill the kernel buffers of the stalled socket
             worst = 0.0
-            for i in range(150):
+            for i in range(400):
                 sent = time.perf_counter()
-                await svc.publish("dashboard", {"type": "feed_item", "i": i, "blob": blob})
+                await svc.publish("activity:feed", {"type": "feed_item", "i": i, "blob": blob})
                 frame = await fast.recv(2)
                 worst = max(worst, time.perf_counter() - sent)
                 assert frame["data"]["i"] == i
@@ -216,5 +223,5 @@ async def test_slow_client_is_closed_while_others_stay_on_time(tmp_path, token):
                     break
                 await asyncio.sleep(0.02)
             assert svc.metrics.slow_consumer_closes == 1
-            assert svc.hub.get_stats()["channels"]["dashboard"] == 1
+            assert svc.hub.get_stats()["channels"]["activity:feed"] == 1
         stalled.close()
