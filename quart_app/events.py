@@ -207,15 +207,11 @@ def parse_event(body: Any, now: datetime | None = None) -> Event:
     data = body.get("data")
     if not isinstance(data, dict):
         raise Unprocessable("'data' must be a JSON object")
-    user_id = _user_id(body.get("user_id"), data)
+    user_id = _user_id(body.get("user_id"), data.get("user_id"))
     if kind in NEEDS_USER and user_id is None:
         raise Unprocessable(f"'user_id' is required for {kind}")
     channel = _channel(kind, body.get("channel"), body.get("project_id"))
-    data = {k: v for k, v in data.items() if k != "user_id"}
-    try:
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError):
-        raise Unprocessable("'data' must hold JSON values only (no NaN or Infinity)") from None
+    data = _data(data)
     try:
         fields = MODELS[kind].model_validate(data)
     except ValidationError as exc:
@@ -223,19 +219,29 @@ def parse_event(body: Any, now: datetime | None = None) -> Event:
     return Event(kind, user_id, channel, data, fields, as_utc(now or utcnow()))
 
 
-def _user_id(value: Any, data: dict) -> int | None:
-    inner = data.get("user_id")
-    if value is None and inner is not None:
-        value = inner  # seed producers put it in the payload: accept it there too
+def _user_id(value: Any, inner: Any) -> int | None:
+    """The body's ``user_id``, or ``data.user_id`` where seed producers put it."""
+    if value is None:
+        value = inner
     elif inner is not None and inner != value:
         raise Unprocessable("'data.user_id' disagrees with 'user_id'")
-    if "type" in data:
-        raise Unprocessable("'data.type' is reserved: the event type is the body's 'type'")
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_USER_ID:
         raise Unprocessable("'user_id' must be a positive integer")
     return value
+
+
+def _data(data: dict) -> dict:
+    """``data`` without ``user_id`` (the body's), checked to be publishable as it is."""
+    if "type" in data:
+        raise Unprocessable("'data.type' is reserved: the event type is the body's 'type'")
+    data = {key: value for key, value in data.items() if key != "user_id"}
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise Unprocessable("'data' must hold JSON values only (no NaN or Infinity)") from None
+    return data
 
 
 def _channel(kind: str, channel: Any, project_id: Any) -> str:

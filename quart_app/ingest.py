@@ -155,7 +155,7 @@ async def post_event():
         raise PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
     try:
         body = json.loads(raw)
-    except ValueError:
-        raise Unprocessable("Body must be JSON") from None
+    except (ValueError, RecursionError):
+        raise Unprocessable("Body must be JSON (and nested less deeply)") from None
     result = await ingest_event(services(), body)
     return result.as_dict(), 202

@@ -105,6 +105,7 @@ BAD_BODIES = [
     ({"type": "stats_update", "project_id": "p1", "channel": "mining", "data": {}}, "not both"),
     ('{"type": "stats_update", "data": {"x": NaN}}', "NaN"),
     ("{not json", "JSON"),
+    ('{"type": "stats_update", "data": {"x": ' + "[" * 30000 + "]" * 30000 + "}}", "JSON"),
 ]
 
 
@@ -117,6 +118,14 @@ async def test_bad_bodies_are_422_and_change_nothing(app, client, body, reason):
     assert reason in (await response.get_json())["detail"]
     assert await offsets(app) == before_offsets
     assert await row_counts(app) == before_rows
+
+
+async def test_an_oversized_body_is_413_and_changes_nothing(app, client):
+    before_offsets = await offsets(app)
+    body = {"type": "stats_update", "user_id": 1, "data": {"blob": "x" * 70_000}}
+    response = await post_event(client, body)
+    assert response.status_code == 413 and "too large" in (await response.get_json())["detail"]
+    assert await offsets(app) == before_offsets
 
 
 async def test_the_python_api_validates_the_same_way(app):
