@@ -72,20 +72,29 @@ async def compute_stats(db, user_id: int, now: datetime | None = None) -> dict:
 
 async def get_stats(svc, user_id: int) -> dict:
     """Cached stats: what ``GET /dashboard/stats`` and the ``dashboard`` snapshot answer."""
-    cached = await svc.cache.get(cache_key(user_id))
-    if cached is not None:
-        return cached
+    entry = await svc.cache.get(cache_key(user_id))
+    if entry is not None and entry.get("gen") == await svc.cache.get(_generation_key(user_id)):
+        return entry["stats"]
     return await refresh_stats(svc, user_id)
 
 
 async def refresh_stats(svc, user_id: int) -> dict:
+    """Compute and cache. The entry carries the user's generation as read *before* computing,
+    so an invalidation that lands meanwhile makes it a miss instead of 10 s of stale stats."""
+    generation = await svc.cache.get(_generation_key(user_id))
     stats = await compute_stats(svc.db, user_id)
-    await svc.cache.set(cache_key(user_id), stats, svc.settings.stats_cache_seconds)
+    await svc.cache.set(cache_key(user_id), {"gen": generation, "stats": stats},
+                        svc.settings.stats_cache_seconds)
     return stats
 
 
 async def invalidate_stats(svc, user_id: int) -> None:
-    await svc.cache.delete(cache_key(user_id))
+    await svc.cache.set(_generation_key(user_id), uuid.uuid4().hex,
+                        max(60.0, 6 * svc.settings.stats_cache_seconds))
+
+
+def _generation_key(user_id: int) -> str:
+    return f"dashboard:stats-gen:{user_id}"
 
 
 class StatsPusher:

@@ -1,6 +1,7 @@
 """The dashboard REST API on both backends (SQLite + memory broker, PostgreSQL + Redis)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ import websockets
 from .conftest import API_KEY
 from .dashboard_support import auth, ingest, recv_json, recv_until, svc_of
 
+from quart_app import dashboard
 from quart_app.dashboard import cache_key
 from quart_app.db_values import db_date, utcnow
 
@@ -73,7 +75,7 @@ async def test_stats_are_cached_and_invalidated_by_the_users_events(app, client,
     svc = svc_of(app)
     first = await (await client.get("/dashboard/stats", headers=auth(token(5)))).get_json()
     assert first["shares_today"] == 0
-    assert await svc.cache.get(cache_key(5)) == first
+    assert (await svc.cache.get(cache_key(5)))["stats"] == first
 
     async def behind_the_cache(user_id: int, shares: int) -> None:
         await svc.db.execute("share_day_add", {"user_id": user_id, "shares": shares,
@@ -92,6 +94,27 @@ async def test_stats_are_cached_and_invalidated_by_the_users_events(app, client,
     await ingest(app, "share_submitted", 5, shares=3)  # the user's event invalidates
     fresh = await (await client.get("/dashboard/stats", headers=auth(token(5)))).get_json()
     assert fresh["shares_today"] == 103
+
+
+async def test_an_invalidation_during_a_computation_is_not_lost(app, monkeypatch):
+    svc = svc_of(app)
+    real = dashboard.compute_stats
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow(db, user_id, now=None):
+        stats = await real(db, user_id, now)
+        entered.set()
+        await gate.wait()
+        return stats
+
+    monkeypatch.setattr(dashboard, "compute_stats", slow)
+    reader = asyncio.get_running_loop().create_task(dashboard.get_stats(svc, 11))
+    await asyncio.wait_for(entered.wait(), 5)
+    monkeypatch.setattr(dashboard, "compute_stats", real)
+    await ingest(app, "share_submitted", 11, shares=4)   # lands while the read computes
+    gate.set()
+    assert (await asyncio.wait_for(reader, 5))["shares_today"] == 0   # computed before it
+    assert (await dashboard.get_stats(svc, 11))["shares_today"] == 4  # but never cached stale
 
 
 async def _feed_items(app, count: int) -> list[int]:

@@ -301,3 +301,24 @@ async def test_user_id_inside_data_is_accepted_as_the_user(app):
     result = await ingest_event(svc_of(app), {"type": "share_submitted",
                                               "data": {"user_id": 12, "shares": 1}})
     assert (await history(app, "mining"))[result.offset - 1]["user_id"] == 12
+
+
+async def test_concurrent_producers_leave_consistent_ranks(app, client, token):
+    async def one(n: int):
+        await ingest(app, "leaderboard_update", 1 + n % 9, category=("a", "b")[n % 2],
+                     score=float((n * 37) % 101))
+        await ingest(app, "share_submitted", 1 + n % 9, shares=1)
+
+    await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(40))), 60)
+    for category in ("a", "b"):
+        board = await (await client.get(f"/leaderboard/{category}?limit=100",
+                                        headers=auth(token(1)))).get_json()
+        assert [entry["rank"] for entry in board] == list(range(1, len(board) + 1))
+        scores = [entry["score"] for entry in board]
+        assert scores == sorted(scores, reverse=True)
+    total = 0
+    for user_id in range(1, 10):
+        stats = await (await client.get("/dashboard/stats", headers=auth(token(user_id))))\
+            .get_json()
+        total += stats["shares_today"]
+    assert total == 40
