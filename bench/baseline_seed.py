@@ -209,7 +209,17 @@ _bridge_task: list[asyncio.Task] = []
 @app.before_serving
 async def _start_bridge() -> None:
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    _bridge_task.append(asyncio.get_running_loop().create_task(PubSubBridge(client).start()))
+    task = asyncio.get_running_loop().create_task(PubSubBridge(client).start())
+    task.add_done_callback(_report_bridge_end)  # not in the seed: the bench needs to know
+    _bridge_task.append(task)
+
+
+def _report_bridge_end(task: asyncio.Task) -> None:
+    """The seed's bridge ends silently on any error (no reconnect): say so in the log."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    logger.error("bridge ended: %r", exc)
 
 
 @app.after_serving

@@ -48,7 +48,7 @@ def row(case: dict) -> str:
         label += " via /api/events"
     if "error" in case or "unavailable" in case:
         note = case.get("error") or case.get("unavailable")
-        return f"| {label} | {case['clients']:,} | {note} |" + " |" * 11
+        return f"| {label} | {case['clients']:,} | {note} |" + " |" * 12
     burst, rate, flood = case.get("burst", {}), case.get("rate", {}), case.get("flood", {})
     client_pct = max(w.get("client_cpu_pct", 0) for w in (burst, rate, flood) if w)
     cells = [
@@ -68,14 +68,15 @@ def row(case: dict) -> str:
         _fmt(flood.get("deliveries_per_s")),
         _fmt(_get(case, "idle", "cpu_pct"), 2, " %"),
         _fmt(client_pct, 0, " %"),
+        _fmt(_get(rate, "server_cpu", "runq_wait_s"), 1, " s"),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 HEADER = ("| server | N | connect | CPU µs/delivery burst (user+sys) | … @10/s | … flood | "
           "KB/idle conn | p50 ms @10/s | p99 ms @10/s | max ms @10/s | delivered | "
-          "max deliveries/s | idle CPU | client CPU (max) |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "max deliveries/s | idle CPU | client CPU (max) | server run-queue wait @10/s |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def markdown_table(*results: dict) -> str:
