@@ -59,15 +59,20 @@ def configure(level: int = logging.INFO) -> None:
 
 
 def access_logger_class():
-    """A Hypercorn logger whose access lines carry no token (query string redacted)."""
-    from hypercorn.logging import Logger
-
-    class RedactingLogger(Logger):
-        def atoms(self, request, response, request_time):
-            atoms = super().atoms(request, response, request_time)
-            for key, value in atoms.items():
-                if isinstance(value, str):
-                    atoms[key] = redact(value)
-            return atoms
-
+    """A Hypercorn logger whose access lines carry no token (module level: workers pickle it)."""
     return RedactingLogger
+
+
+try:
+    from hypercorn.logging import Logger as _HypercornLogger
+except ImportError:  # pragma: no cover - hypercorn is a dependency
+    _HypercornLogger = object  # type: ignore[assignment,misc]
+
+
+class RedactingLogger(_HypercornLogger):  # type: ignore[misc,valid-type]
+    def atoms(self, request, response, request_time):
+        atoms = super().atoms(request, response, request_time)
+        for key, value in atoms.items():
+            if isinstance(value, str):
+                atoms[key] = redact(value)
+        return atoms

@@ -36,7 +36,7 @@ class Metrics:
         "dropped": "Messages dropped (rate limit, closed connection)",
         "slow_consumer_closes": "Connections closed with 4008 (slow consumer)",
         "listener_reconnects": "Times the broker listener reconnected",
-        "connections_total": "Connections accepted (WebSocket and SSE)",
+        "connections_accepted": "Connections accepted (WebSocket and SSE)",
         "auth_failures": "Connections refused for a missing, invalid or expired token",
         "ingested_events": "Events accepted by POST /api/events",
     }

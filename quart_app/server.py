@@ -27,7 +27,7 @@ def _config(host: str, port: int):
     config.bind = [f"{host}:{port}"]
     config.accesslog = logging.getLogger("pulse.access")
     config.errorlog = logging.getLogger("pulse.server")
-    config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
+    config.access_log_format = '%(h)s "%(m)s %(U)s?%(q)s" %(s)s %(b)s %(D)sus'
     config.logger_class = access_logger_class()
     config.graceful_timeout = 3.0
     # Hard cap on a client frame; the 4 KiB protocol limit answers with an error frame instead.

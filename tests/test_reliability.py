@@ -1,0 +1,285 @@
+"""Faults, shutdown and several processes (DESIGN §8, §10), with real child processes."""
+import asyncio
+import json
+import signal
+import time
+import uuid
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import websockets
+
+from quart_app.auth import mint_token
+from quart_app.broker_redis import RedisBroker
+
+from .conftest import API_KEY, SECRET, free_port, require_service
+from .processes import PrivateRedis, pulse_process, wait_exit
+
+pytestmark = pytest.mark.integration
+
+
+def server_env(tmp_path, redis_url=None, prefix=None, **extra):
+    env = {"JWT_SECRET": SECRET, "PULSE_API_KEY": API_KEY,
+           "DATABASE_URL": f"sqlite:///{tmp_path}/pulse.db", "PULSE_UVLOOP": "1"}
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+        env["PULSE_REDIS_PREFIX"] = prefix or f"pulse-test:{uuid.uuid4().hex[:12]}:"
+    env.update(extra)
+    return env
+
+
+async def recv_json(ws, timeout=5.0):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def subscribe(ws, channel, since=None):
+    frame = {"action": "subscribe", "channel": channel}
+    if since is not None:
+        frame["since"] = since
+    await ws.send(json.dumps(frame))
+    while True:
+        reply = await recv_json(ws)
+        if reply.get("type") in ("subscribed", "error"):
+            return reply
+
+
+async def test_sigterm_closes_ws_1012_ends_sse_and_exits(tmp_path):
+    port = free_port()
+    token = mint_token(SECRET, 1)
+    async with pulse_process(port, server_env(tmp_path)) as proc:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws, \
+                httpx.AsyncClient(timeout=10) as http:
+            await subscribe(ws, "mining")
+            async with http.stream("GET", f"http://127.0.0.1:{port}/sse?channels=mining"
+                                          f"&token={token}") as stream:
+                lines = stream.aiter_lines()
+                assert (await asyncio.wait_for(lines.__anext__(), 5)).startswith("retry:")
+                proc.send_signal(signal.SIGTERM)
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    await asyncio.wait_for(ws.recv(), 5)
+                assert info.value.rcvd.code == 1012
+                async def drain():
+                    async for _ in lines:
+                        pass
+                await asyncio.wait_for(drain(), 5)  # the SSE stream ended
+        assert await wait_exit(proc, 10) < 10
+        assert proc.returncode == 0
+
+
+async def test_two_instances_stop_one_clients_move_with_nothing_lost(tmp_path, redis_url):
+    prefix = f"pulse-test:{uuid.uuid4().hex[:12]}:"
+    port_a, port_b = free_port(), free_port()
+    token = mint_token(SECRET, 1)
+    producer = RedisBroker(redis_url, prefix)
+    await producer.connect()
+    received: list[int] = []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    try:
+        async with pulse_process(port_b, server_env(tmp_path / "b", redis_url, prefix)):
+            async with pulse_process(port_a, server_env(tmp_path / "a", redis_url, prefix)) as a:
+                stop = asyncio.Event()
+
+                async def produce():
+                    i = 0
+                    while not stop.is_set():
+                        await producer.publish("competition", {"type": "match_update", "i": i})
+                        i += 1
+                        await asyncio.sleep(0.005)
+
+                producing = asyncio.ensure_future(produce())
+                async with websockets.connect(f"ws://127.0.0.1:{port_a}/ws?token={token}") as ws:
+                    await subscribe(ws, "competition")
+                    a.send_signal(signal.SIGTERM)
+                    try:
+                        while True:
+                            frame = await recv_json(ws)
+                            if "offset" in frame and "data" in frame:
+                                received.append(frame["offset"])
+                    except websockets.ConnectionClosed as closed:
+                        assert closed.rcvd.code == 1012
+                await asyncio.sleep(0.3)  # keep publishing while the client is away
+                async with websockets.connect(f"ws://127.0.0.1:{port_b}/ws?token={token}") as ws:
+                    since = received[-1] if received else 0
+                    await ws.send(json.dumps({"action": "subscribe", "channel": "competition",
+                                              "since": since}))
+                    while True:
+                        frame = await recv_json(ws)
+                        if frame.get("type") == "subscribed":
+                            assert frame["recovered"] is True
+                            break
+                        received.append(frame["offset"])
+                    stop.set()
+                    await producing
+                    last = await producer.latest_offset("competition")
+                    while received[-1] < last:
+                        received.append((await recv_json(ws))["offset"])
+        assert received[0] == 1 and received == list(range(1, last + 1))
+        assert last > 20  # publications flowed before, during and after the move
+    finally:
+        await producer.close()
+
+
+async def test_two_workers_deliver_exactly_once(tmp_path, redis_url):
+    prefix = f"pulse-test:{uuid.uuid4().hex[:12]}:"
+    port = free_port()
+    producer = RedisBroker(redis_url, prefix)
+    await producer.connect()
+    try:
+        async with pulse_process(port, server_env(tmp_path, redis_url, prefix),
+                                 args=("--workers", "2")):
+            sockets = [await websockets.connect(
+                f"ws://127.0.0.1:{port}/ws?token={mint_token(SECRET, i + 1)}") for i in range(8)]
+            try:
+                for ws in sockets:
+                    await subscribe(ws, "activity:feed")
+                for i in range(30):
+                    await producer.publish("activity:feed", {"type": "feed_item", "i": i})
+                for ws in sockets:
+                    got = [(await recv_json(ws))["data"]["i"] for _ in range(30)]
+                    assert got == list(range(30))
+                    with pytest.raises(asyncio.TimeoutError):
+                        await asyncio.wait_for(ws.recv(), 0.3)
+            finally:
+                for ws in sockets:
+                    await ws.close()
+    finally:
+        await producer.close()
+
+
+async def test_redis_restart_process_survives_and_clients_recover(tmp_path):
+    if not PrivateRedis.available():
+        require_service("redis-server binary", "redis://127.0.0.1:1", 1)
+    redis_port = free_port()
+    private = PrivateRedis(redis_port, tmp_path)
+    await private.start()
+    port = free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    token = mint_token(SECRET, 1)
+    try:
+        async with pulse_process(port, server_env(tmp_path, url)) as proc, \
+                httpx.AsyncClient(timeout=5) as http:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                await subscribe(ws, "competition")
+                headers = {"X-API-Key": API_KEY}
+                body = {"type": "match_update", "data": {"round": 1}}
+                assert (await http.post(f"http://127.0.0.1:{port}/api/events", json=body,
+                                        headers=headers)).status_code == 202
+                assert (await recv_json(ws))["offset"] == 1
+                await private.stop()
+                await asyncio.sleep(0.5)
+                assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+                assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 503
+                failed = await http.post(f"http://127.0.0.1:{port}/api/events", json=body,
+                                         headers=headers)
+                assert failed.status_code == 503 and failed.json()["detail"]
+                await private.start()  # a restarted Redis: empty, offsets start again
+                for _ in range(100):
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.1)
+                # the client is told to recover (4010): history cannot cover the outage
+                with pytest.raises(websockets.ConnectionClosed) as info:
+                    while True:
+                        await recv_json(ws, 10)
+                assert info.value.rcvd.code == 4010
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                ack = await subscribe(ws, "competition", since=1)
+                assert ack["recovered"] is False  # refetch the snapshot, continue from ack
+                assert (await http.post(f"http://127.0.0.1:{port}/api/events", json=body,
+                                        headers=headers)).status_code == 202
+                frame = await recv_json(ws)
+                assert frame["offset"] == ack["offset"] + 1
+            assert proc.poll() is None
+    finally:
+        await private.stop()
+
+
+async def test_garbage_on_redis_channels_is_skipped(tmp_path, redis_url):
+    prefix = f"pulse-test:{uuid.uuid4().hex[:12]}:"
+    port = free_port()
+    redis = aioredis.Redis.from_url(redis_url)
+    token = mint_token(SECRET, 1)
+    try:
+        async with pulse_process(port, server_env(tmp_path, redis_url, prefix)) as proc:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                await subscribe(ws, "mining")
+                for junk in (b"\xff\x00", b"no newline", b"1.0\n{broken", b"1.0\n[]", b""):
+                    await redis.publish(f"{prefix}ch:mining", junk)
+                    await redis.publish("pubsub:share_submitted", junk)
+                await redis.publish("pubsub:share_submitted", json.dumps({"ok": 1}))
+                frame = await recv_json(ws)
+                assert frame == {"channel": "mining", "data": {"type": "share_submitted", "ok": 1}}
+            assert proc.poll() is None
+    finally:
+        await redis.aclose()
+
+
+async def test_ingest_burst_zero_loss_counted_by_offsets(tmp_path, redis_url, pg_url):
+    """A burst through POST /api/events, production pair (PostgreSQL + Redis), zero loss.
+
+    Offered at up to 1,000 events/s; the rate reached is printed (bench/ holds the 30 s run).
+    """
+    port = free_port()
+    token = mint_token(SECRET, 1)
+    total, rate = 3000, 1000
+    async with pulse_process(port, server_env(tmp_path, redis_url, DATABASE_URL=pg_url)):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}",
+                                      max_queue=None) as ws, \
+                httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=20)) as http:
+            await subscribe(ws, "competition")
+            received: list[int] = []
+
+            async def receive():
+                while len(received) < total:
+                    frame = await recv_json(ws, 10)
+                    if "offset" in frame:
+                        received.append(frame["offset"])
+
+            receiver = asyncio.ensure_future(receive())
+            started = time.monotonic()
+            statuses = []
+
+            async def post(i):
+                response = await http.post(f"http://127.0.0.1:{port}/api/events",
+                                           headers={"X-API-Key": API_KEY},
+                                           json={"type": "match_update", "data": {"i": i}})
+                statuses.append(response.status_code)
+
+            batch = 50
+            for start in range(0, total, batch):
+                await asyncio.gather(*[post(i) for i in range(start, start + batch)])
+                ahead = (start + batch) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            await asyncio.wait_for(receiver, 20)
+            elapsed = time.monotonic() - started
+            print(f"\n{total} events in {elapsed:.1f}s ({total / elapsed:.0f}/s), all delivered")
+            assert statuses.count(202) == total
+            assert sorted(received) == received == list(range(1, total + 1))
+
+
+async def test_tokens_never_reach_the_logs(tmp_path):
+    port = free_port()
+    token = mint_token(SECRET, 1)
+    log_path = tmp_path / "server.log"
+    async with pulse_process(port, server_env(tmp_path), log_path=log_path):
+        async with httpx.AsyncClient(timeout=5) as http:
+            await http.get(f"http://127.0.0.1:{port}/history?channel=mining&token={token}")
+            await http.get(f"http://127.0.0.1:{port}/dashboard/stats",
+                           headers={"Authorization": f"Bearer {token}"})
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                await ws.send(json.dumps({"action": "auth", "token": token}))
+                await recv_json(ws)
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token=not.a.valid-token"):
+                pass
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert "pulse_connections_accepted_total 1\n" in metrics, metrics
+            assert "pulse_auth_failures_total 1\n" in metrics
+    text = log_path.read_text()
+    assert "/history" in text and "[redacted]" in text
+    assert token not in text and "not.a.valid-token" not in text
+    assert token.split(".")[2] not in text
+    json_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(line.get("conn_id") for line in json_lines)  # structured, with a connection id
