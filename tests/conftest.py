@@ -27,6 +27,15 @@ from quart_app.config import load_settings
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Seed 000 §3.3.3, copied from the seed (not imported from the code under test).
+SEED_MAPPINGS = [
+    ("pubsub:share_submitted", "mining"), ("pubsub:worker_status", "mining"),
+    ("pubsub:hashrate_update", "mining"), ("pubsub:best_diff", "mining"),
+    ("pubsub:block_found", "dashboard"), ("pubsub:badge_earned", "gamification"),
+    ("pubsub:xp_gained", "gamification"), ("pubsub:level_up", "gamification"),
+    ("pubsub:streak_update", "gamification"), ("pubsub:leaderboard_update", "competition"),
+    ("pubsub:match_update", "competition"), ("pubsub:feed_item", "dashboard"),
+]
 SECRET = "test-secret-0123456789abcdef-0123456789"
 API_KEY = "test-api-key"
 

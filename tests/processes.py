@@ -14,13 +14,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# A child server gets exactly the configuration its test names, nothing from the outer shell.
+SERVICE_VARIABLES = {"REDIS_URL", "DATABASE_URL", "JWT_SECRET", "APP_ENV", "PORT"}
 
 
 @asynccontextmanager
 async def pulse_process(port: int, env: dict[str, str], args: tuple[str, ...] = (),
                         log_path: Path | None = None):
     """``python -m quart_app serve --port PORT`` with ``env``; yields the Popen; stops it by PID."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith("PULSE_") and k not in SERVICE_VARIABLES}
+    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **env}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "quart_app", "serve", "--port", str(port), *args],

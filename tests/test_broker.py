@@ -9,6 +9,8 @@ from quart_app.broker import RESYNC, Publication, frame_text
 from quart_app.broker_memory import MemoryBroker
 from quart_app.broker_redis import RedisBroker, parse_seed_message
 
+from .conftest import SEED_MAPPINGS
+
 
 @pytest.fixture(params=["memory", "redis"])
 async def make_broker(request):
@@ -130,14 +132,7 @@ async def test_two_brokers_on_one_redis_share_offsets(redis_url, redis_prefix):
         await b.close()
 
 
-@pytest.mark.parametrize("channel, ws_channel", [
-    ("pubsub:share_submitted", "mining"), ("pubsub:worker_status", "mining"),
-    ("pubsub:hashrate_update", "mining"), ("pubsub:best_diff", "mining"),
-    ("pubsub:block_found", "dashboard"), ("pubsub:badge_earned", "gamification"),
-    ("pubsub:xp_gained", "gamification"), ("pubsub:level_up", "gamification"),
-    ("pubsub:streak_update", "gamification"), ("pubsub:leaderboard_update", "competition"),
-    ("pubsub:match_update", "competition"), ("pubsub:feed_item", "dashboard"),
-])
+@pytest.mark.parametrize("channel, ws_channel", SEED_MAPPINGS)
 def test_seed_mapping(channel, ws_channel):
     publication = parse_seed_message(channel, b'{"user_id": 3, "value": 9}')
     assert publication.channel == ws_channel and publication.offset is None

@@ -48,7 +48,7 @@ def _unavailable(reason: str) -> None:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def browser():
     if os.environ.get("PULSE_SKIP_BROWSER"):
-        pytest.skip("PULSE_SKIP_BROWSER is set")
+        _unavailable("PULSE_SKIP_BROWSER is set")
     try:
         from playwright.async_api import async_playwright
     except ImportError:

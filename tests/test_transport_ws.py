@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from .conftest import make_settings, serve_app, ws_client
+from .conftest import SEED_MAPPINGS, make_settings, serve_app, ws_client
 
 
 # -- seed 000 §3.7.1 ----------------------------------------------------------------------
@@ -113,14 +113,6 @@ async def test_hub_stats_while_connected(live_server, token):
 
 
 # -- the Redis bridge (real Redis) --------------------------------------------------------
-SEED = [
-    ("pubsub:share_submitted", "mining"), ("pubsub:worker_status", "mining"),
-    ("pubsub:hashrate_update", "mining"), ("pubsub:best_diff", "mining"),
-    ("pubsub:block_found", "dashboard"), ("pubsub:badge_earned", "gamification"),
-    ("pubsub:xp_gained", "gamification"), ("pubsub:level_up", "gamification"),
-    ("pubsub:streak_update", "gamification"), ("pubsub:leaderboard_update", "competition"),
-    ("pubsub:match_update", "competition"), ("pubsub:feed_item", "dashboard"),
-]
 
 
 @pytest.mark.integration
@@ -131,11 +123,11 @@ async def test_all_twelve_seed_mappings_and_garbage(redis_server, redis_url, tok
         async with ws_client(address, token(1)) as ws:
             for channel in ("mining", "dashboard", "gamification", "competition"):
                 await ws.subscribe(channel)
-            for redis_channel, _ in SEED:
+            for redis_channel, _ in SEED_MAPPINGS:
                 await redis.publish(redis_channel, b"not json at all")
                 await redis.publish(redis_channel, json.dumps([1]))
                 await redis.publish(redis_channel, json.dumps({"n": redis_channel}))
-            for redis_channel, ws_channel in SEED:
+            for redis_channel, ws_channel in SEED_MAPPINGS:
                 frame = await ws.recv_until(lambda f: "data" in f)
                 assert frame == {"channel": ws_channel,
                                  "data": {"type": redis_channel.split(":")[1], "n": redis_channel}}
