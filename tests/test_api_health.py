@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from quart_app import create_app
@@ -37,17 +39,27 @@ async def test_readyz_and_rest_with_database_down_then_back(pg_url, tmp_path, to
     try:
         async with running_app(make_settings(url)) as app:
             client = app.test_client()
+            auth = {"Authorization": f"Bearer {token(1)}"}
             assert (await client.get("/readyz")).status_code == 200
-            proxy.cut()
-            response = await client.get("/readyz")
-            assert response.status_code == 503
-            assert "database unreachable" in (await response.get_json())["detail"]
-            assert (await client.get("/healthz")).status_code == 200
+            async with client.websocket(f"/ws?token={token(1)}") as ws:
+                proxy.cut()
+                response = await client.get("/readyz")
+                assert response.status_code == 503
+                assert "database unreachable" in (await response.get_json())["detail"]
+                assert (await client.get("/healthz")).status_code == 200
+                stats = await client.get("/dashboard/feed", headers=auth)
+                assert stats.status_code == 503
+                assert "Database unavailable" in (await stats.get_json())["detail"]
+                await ws.send(json.dumps({"action": "subscribe", "channel": "mining"}))
+                assert json.loads(await ws.receive())["type"] == "subscribed"
+                await app.extensions["pulse"].publish("mining", {"type": "share_submitted"})
+                assert json.loads(await ws.receive())["offset"] == 1  # WebSockets stay up
             proxy.restore()
             for _ in range(50):
                 if (await client.get("/readyz")).status_code == 200:
                     break
             assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/dashboard/feed", headers=auth)).status_code == 200
     finally:
         await proxy.close()
 

@@ -217,3 +217,24 @@ async def test_slow_client_is_closed_while_others_stay_on_time(tmp_path, token):
             assert svc.metrics.slow_consumer_closes == 1
             assert svc.hub.get_stats()["channels"]["activity:feed"] == 1
         stalled.close()
+
+
+async def test_disconnects_leave_no_tasks_behind(live_server, token):
+    address, app = live_server
+    svc = app.extensions["pulse"]
+    await asyncio.sleep(0.1)
+    before = len(asyncio.all_tasks())
+    for round_ in range(3):
+        sockets = [await websockets.connect(f"ws://{address}/ws?token={token(i + 1)}")
+                   for i in range(15)]
+        for ws in sockets:
+            await ws.send(json.dumps({"action": "subscribe", "channel": "mining"}))
+            await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.gather(*[ws.close() for ws in sockets])
+    for _ in range(100):
+        if svc.hub.connection_count == 0 and len(asyncio.all_tasks()) <= before:
+            break
+        await asyncio.sleep(0.05)
+    assert svc.hub.get_stats() == {"total_connections": 0, "unique_users": 0, "channels": {}}
+    assert svc.ws_sessions == {}
+    assert len(asyncio.all_tasks()) <= before
