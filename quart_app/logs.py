@@ -69,10 +69,16 @@ except ImportError:  # pragma: no cover - hypercorn is a dependency
     _HypercornLogger = object  # type: ignore[assignment,misc]
 
 
+# The atoms that can carry a token: the request line, path + query, and credential headers.
+_SENSITIVE_ATOMS = ("r", "R", "q", "U", "Uq", "{authorization}i", "{cookie}i", "{referer}i",
+                    "{sec-websocket-protocol}i")
+
+
 class RedactingLogger(_HypercornLogger):  # type: ignore[misc,valid-type]
     def atoms(self, request, response, request_time):
         atoms = super().atoms(request, response, request_time)
-        for key, value in atoms.items():
+        for key in _SENSITIVE_ATOMS:
+            value = atoms.get(key)
             if isinstance(value, str):
                 atoms[key] = redact(value)
         return atoms
