@@ -153,7 +153,7 @@ class Hub:
             del conn.subs[channel]
         elif len(conn.subs) >= self.max_subscriptions:
             conn.outbox.push(protocol.error(
-                f"Subscription limit reached (max {self.max_subscriptions} channels)"))
+                f"Subscription limit reached (max {self.max_subscriptions} channels)", channel))
             return False
         sub = conn.subs[channel] = Subscription()
         self._channels.setdefault(channel, set()).add(conn)

@@ -64,5 +64,9 @@ def pong(ts: Any = None, echo: bool = False) -> ControlFrame:
     return ControlFrame({"type": "pong", "ts": ts} if echo else {"type": "pong"})
 
 
-def error(message: str) -> ControlFrame:
-    return ControlFrame({"type": "error", "message": message})
+def error(message: str, channel: str | None = None) -> ControlFrame:
+    """An error frame; subscribe/unsubscribe errors also name the channel they concern."""
+    body: dict[str, Any] = {"type": "error", "message": message}
+    if channel is not None:
+        body["channel"] = channel
+    return ControlFrame(body)

@@ -253,18 +253,21 @@ async def _handle_subscribe(svc, session: Session, frame: dict) -> None:
     conn = session.conn
     channel = frame.get("channel")
     problem = channels.check(channel, conn.principal)
+    named = channel if isinstance(channel, str) and problem and len(channel) <= 128 else None
     if problem:
-        conn.outbox.push(protocol.error(problem))
+        conn.outbox.push(protocol.error(problem, named))
         return
     since = frame.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
-        conn.outbox.push(protocol.error("Invalid 'since': a non-negative integer offset is required"))
+        conn.outbox.push(protocol.error(
+            "Invalid 'since': a non-negative integer offset is required", channel))
         return
     try:
         ok = await svc.hub.subscribe(conn, channel, since)
     except Exception as exc:
         log.warning("subscribe %s failed: %s", channel, type(exc).__name__)
-        conn.outbox.push(protocol.error(f"Temporarily unavailable: cannot subscribe to {channel}"))
+        conn.outbox.push(protocol.error(
+            f"Temporarily unavailable: cannot subscribe to {channel}", channel))
         return
     if ok and channel == "dashboard":
         await send_snapshot(svc, conn)

@@ -29,7 +29,8 @@ async def test_subscription_limit(tmp_path, token):
             for channel in ("mining", "competition", "gamification"):
                 assert (await ws.subscribe(channel))["type"] == "subscribed"
             assert await ws.subscribe("activity:feed") == {
-                "type": "error", "message": "Subscription limit reached (max 3 channels)"}
+                "type": "error", "message": "Subscription limit reached (max 3 channels)",
+                "channel": "activity:feed"}
             await ws.send({"action": "unsubscribe", "channel": "mining"})
             await ws.recv()
             assert (await ws.subscribe("activity:feed"))["type"] == "subscribed"

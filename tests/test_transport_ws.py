@@ -74,7 +74,8 @@ async def test_channel_rules_for_owner_and_project_member(live_server, token):
         for channel in ("activity:other", "user:7:secrets", "leaderboard:", "session:x:dead",
                         "leaderboard:a:b", "MINING"):
             reply = await ws.subscribe(channel)
-            assert reply == {"type": "error", "message": f"Invalid channel: {channel}"}
+            assert reply == {"type": "error", "message": f"Invalid channel: {channel}",
+                             "channel": channel}
 
 
 async def test_publication_shape_and_user_targeting(live_server, token):
