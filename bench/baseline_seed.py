@@ -204,6 +204,7 @@ async def websocket_endpoint() -> None:
 
 
 _bridge_task: list[asyncio.Task] = []
+_stopping = False
 
 
 @app.before_serving
@@ -216,7 +217,7 @@ async def _start_bridge() -> None:
 
 def _report_bridge_end(task: asyncio.Task) -> None:
     """The seed's bridge ends silently on any error (no reconnect): say so in the log."""
-    if task.cancelled():
+    if task.cancelled() or _stopping:
         return
     exc = task.exception()
     logger.error("bridge ended: %r", exc)
@@ -224,6 +225,8 @@ def _report_bridge_end(task: asyncio.Task) -> None:
 
 @app.after_serving
 async def _stop_bridge() -> None:
+    global _stopping
+    _stopping = True
     for task in _bridge_task:
         task.cancel()
 

@@ -38,10 +38,20 @@ def _cpu(window: dict) -> str:
             f"{window.get('sys_us_per_delivery', 0):.1f})")
 
 
+def _runq(window: dict) -> str:
+    """Share of the window the server spent runnable but waiting for its core."""
+    cpu = window.get("server_cpu") if window else None
+    if not cpu or not cpu.get("wall_s") or "runq_wait_s" not in cpu:
+        return "–"
+    return f"{100 * cpu['runq_wait_s'] / cpu['wall_s']:.0f} %"
+
+
 def row(case: dict) -> str:
     label = f"{case['server']} {case['transport']}"
     if case.get("workers", 1) > 1:
         label += f" ×{case['workers']} workers"
+    if case.get("entry") == "hypercorn":
+        label += " (Hypercorn CLI)"
     if case.get("database") == "postgresql":
         label += " (PG)"
     if case.get("publish") == "api":
@@ -50,6 +60,8 @@ def row(case: dict) -> str:
         note = case.get("error") or case.get("unavailable")
         return f"| {label} | {case['clients']:,} | {note} |" + " |" * 12
     burst, rate, flood = case.get("burst", {}), case.get("rate", {}), case.get("flood", {})
+    if rate and not rate.get("received"):
+        rate = {k: v for k, v in rate.items() if k != "lat_ms"}  # nothing arrived: no latency
     client_pct = max(w.get("client_cpu_pct", 0) for w in (burst, rate, flood) if w)
     cells = [
         label,
@@ -68,14 +80,14 @@ def row(case: dict) -> str:
         _fmt(flood.get("deliveries_per_s")),
         _fmt(_get(case, "idle", "cpu_pct"), 2, " %"),
         _fmt(client_pct, 0, " %"),
-        _fmt(_get(rate, "server_cpu", "runq_wait_s"), 1, " s"),
+        _runq(rate),
     ]
     return "| " + " | ".join(cells) + " |"
 
 
 HEADER = ("| server | N | connect | CPU µs/delivery burst (user+sys) | … @10/s | … flood | "
           "KB/idle conn | p50 ms @10/s | p99 ms @10/s | max ms @10/s | delivered | "
-          "max deliveries/s | idle CPU | client CPU (max) | server run-queue wait @10/s |\n"
+          "max deliveries/s | idle CPU | client CPU (max) | server waiting for its core @10/s |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 

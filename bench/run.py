@@ -371,6 +371,7 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
     publish_mode = args.publish if kind == "pulse" else "raw"
     result: dict = {"server": kind, "transport": mode, "clients": n, "workers": workers,
                     "publish": publish_mode, "publish_concurrency": args.publish_concurrency,
+                    "entry": args.pulse_entry if kind == "pulse" else "baseline_seed.py",
                     "server_cpus": cpus, "client_cpus": args.client_cpus}
     name = f"{kind}-{mode}-{n}-w{workers}"
     print(f"== {name}: starting", file=sys.stderr, flush=True)
@@ -405,6 +406,8 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
         finish_profile(profiler, result, "connect")
         if ready["connected"] < n:
             print(f"   connected {ready['connected']}/{n}: {ready['first_error']}", file=sys.stderr)
+        n_target = n  # the flood size is chosen for the N asked for
+        n = ready["connected"]  # deliveries are expected from those that connected
         server.check()
         result["settle"] = settle(server, args.settle_seconds, args.settle_timeout)
         rss_after = procstat.rss_kib(server.pids)
@@ -446,7 +449,7 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
             await asyncio.sleep(0.5)
         server.check()
         if args.flood_deliveries > 0:
-            count = max(50, min(500, -(-args.flood_deliveries // n)))
+            count = max(50, min(500, -(-args.flood_deliveries // n_target)))
             profiler = start_profile(args, server, name, "flood", n * count * 40e-6 + 2)
             result["flood"] = await publish_window(client, server, pub, n, count, None,
                                                    args.drain_timeout, seq,
