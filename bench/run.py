@@ -98,6 +98,8 @@ def snapshot(rev: str, out_dir: str) -> str:
     editing it: a committed revision keeps a run reproducible). "worktree" means as it is."""
     if rev == "worktree":
         return ROOT
+    if os.path.isdir(os.path.join(rev, "quart_app")):  # a prepared tree (e.g. an experiment)
+        return os.path.abspath(rev)
     sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     dest = os.path.join(out_dir, f"src-{sha}")
@@ -516,7 +518,8 @@ def parse_args(argv=None):
                         "SIGPIPE left ignored (default, see README); hypercorn: Hypercorn's CLI "
                         "on quart_app:create_app() (for --workers > 1)")
     p.add_argument("--source", default="worktree",
-                   help="Pulse code to run: 'worktree' (as is) or a git revision (archived)")
+                   help="Pulse code to run: 'worktree' (as is), a git revision (archived), or a "
+                        "directory holding quart_app/ and sql/ (an experiment)")
     p.add_argument("--out", default=os.path.join(HERE, "out"))
     p.add_argument("--json", default=None, help="result file (default OUT/result-<stamp>.json)")
     p.add_argument("--profile", default="", help="py-spy these windows: idle,burst,rate,flood")
