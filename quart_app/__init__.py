@@ -10,6 +10,7 @@ import logging
 
 from quart import Quart, Response
 from quart_schema import QuartSchema, RequestSchemaValidationError
+from redis.exceptions import RedisError
 
 from .config import Settings, load_settings
 from .errors import PulseError
@@ -29,9 +30,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     hypercorn_ext.install(deflate=settings.ws_deflate)
 
     app = Quart(__name__, static_folder=None)
-    app.json.sort_keys = False  # keep the documented field order in REST answers
     QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path="/docs", redoc_ui_path=None,
                 info={"title": "Pulse", "version": "0.1.0"})
+    app.json.sort_keys = False  # after QuartSchema, which installs its own JSON provider
     _skip_conversion_for_plain_values(app)
     svc = Services(settings)
     app.extensions["pulse"] = svc
@@ -93,6 +94,10 @@ def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(PulseError)
     async def _pulse_error(error: PulseError):
         return {"detail": error.detail}, error.status
+
+    @app.errorhandler(RedisError)
+    async def _broker_down(error: RedisError):
+        return {"detail": f"Broker unavailable: {type(error).__name__}"}, 503
 
     @app.errorhandler(RequestSchemaValidationError)
     async def _validation_error(error: RequestSchemaValidationError):

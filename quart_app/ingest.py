@@ -91,6 +91,7 @@ async def ingest_event(svc, body: dict, now: datetime | None = None) -> IngestRe
     except Exception as exc:
         log.warning("ingest %s: stored but not published: %s", event.type, type(exc).__name__)
         raise ServiceUnavailable(f"Broker unavailable: {type(exc).__name__}") from exc
+    svc.metrics.ingested_events += 1
     await _push_stats(svc, out.stats_users)
     return IngestResult(published[0][0], published[0][1], tuple(published))
 

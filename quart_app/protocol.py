@@ -29,7 +29,7 @@ class CloseCode(IntEnum):
 class ControlFrame:
     """A server frame that is not a publication (ack, pong, error), queued in order with them."""
 
-    __slots__ = ("frame", "_ws")
+    __slots__ = ("frame", "_ws", "ack")
     channel = None
     offset = None
     data: dict = {}
@@ -37,6 +37,7 @@ class ControlFrame:
     def __init__(self, body: dict[str, Any]) -> None:
         self.frame = encode_json(body).encode()
         self._ws: bytes | None = None
+        self.ack: tuple[str, int] | None = None  # (channel, offset) of a `subscribed` ack
 
     @property
     def event_type(self) -> str | None:
@@ -52,8 +53,10 @@ class ControlFrame:
 
 
 def subscribed(channel: str, offset: int, recovered: bool) -> ControlFrame:
-    return ControlFrame(
+    frame = ControlFrame(
         {"type": "subscribed", "channel": channel, "offset": offset, "recovered": recovered})
+    frame.ack = (channel, offset)
+    return frame
 
 
 def unsubscribed(channel: str) -> ControlFrame:

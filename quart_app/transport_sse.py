@@ -101,7 +101,9 @@ async def sse_stream():
         raise ServiceUnavailable("Temporarily unavailable: cannot subscribe") from None
     if "dashboard" in names:
         await send_snapshot(svc, conn)
-    positions = {name: conn.subs[name].last for name in names if name in conn.subs}
+    # The cursor names, per channel, the last offset this stream has actually written: the
+    # client's own position until a channel's replay and ack have gone out.
+    positions = {name: cursor[name] for name in names if name in cursor}
     heartbeat = svc.settings.liveness.sse_heartbeat_seconds
     last_write = [time.monotonic()]
 
@@ -125,7 +127,10 @@ async def sse_stream():
                     return  # closed: shutdown, slow consumer or recovery
                 chunks = []
                 for item in items:
-                    if item.offset is not None:
+                    ack = getattr(item, "ack", None)
+                    if ack is not None:
+                        positions[ack[0]] = ack[1]
+                    elif item.offset is not None:
                         positions[item.channel] = item.offset
                         chunks.append(b"id: " + format_cursor(positions) + b"\n")
                     chunks.append(item.sse_data())

@@ -26,6 +26,13 @@ async def test_readyz_fails_with_redis_down(tmp_path):
         assert response.status_code == 503
         assert "redis unreachable" in body["detail"]
         assert (await client.get("/healthz")).status_code == 200
+        from quart_app.auth import mint_token
+
+        from .conftest import SECRET
+        history = await client.get("/history", query_string={
+            "channel": "mining", "since": "0", "token": mint_token(SECRET, 1)})
+        assert history.status_code == 503
+        assert (await history.get_json())["detail"].startswith("Broker unavailable")
 
 
 async def test_readyz_and_rest_with_database_down_then_back(pg_url, tmp_path, token):

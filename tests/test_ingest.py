@@ -322,3 +322,18 @@ async def test_concurrent_producers_leave_consistent_ranks(app, client, token):
             .get_json()
         total += stats["shares_today"]
     assert total == 40
+
+
+async def test_metrics_count_accepted_events_only(app, client):
+    svc = app.extensions["pulse"]
+    await post_event(client, {"type": "match_update", "data": {"round": 1}})
+    await post_event(client, {"type": "no_such_type", "data": {}})
+    text = await (await client.get("/metrics")).get_data(as_text=True)
+    assert "pulse_ingested_events_total 1\n" in text
+    assert svc.metrics.ingested_events == 1
+
+
+async def test_rest_answers_keep_their_field_order(app, client):
+    response = await client.post("/api/events", json={"type": "match_update", "data": {}},
+                                 headers={"X-API-Key": "test-api-key"})
+    assert (await response.get_data(as_text=True)).startswith('{"channel":')

@@ -125,3 +125,25 @@ async def test_heartbeat_comment(tmp_path, token):
                 await reader.data()
                 event = await reader.event(timeout=2)
                 assert event.get("comment") == "keepalive"
+
+
+async def test_cursor_never_runs_ahead_during_a_two_channel_replay(live_server, token):
+    """Each id: names only what this stream has written, so a native EventSource that drops
+    mid-replay resumes without losing the rest."""
+    address, app = live_server
+    svc = app.extensions["pulse"]
+    for i in range(3):
+        await svc.publish("activity:feed", {"type": "feed_item", "i": i})
+        await svc.publish("mining", {"type": "share_submitted", "i": i})
+    async with httpx.AsyncClient(timeout=5) as http:
+        async with http.stream("GET", sse_url(address, "activity:feed,mining", token(1)),
+                               headers={"Last-Event-ID": "activity:feed:0,mining:0"}) as resp:
+            reader = SseReader(resp)
+            ids = []
+            for _ in range(8):  # 3 + ack, 3 + ack
+                event = await reader.data()
+                if "id" in event:
+                    ids.append(event["id"])
+    assert ids == ["activity:feed:1,mining:0", "activity:feed:2,mining:0",
+                   "activity:feed:3,mining:0", "activity:feed:3,mining:1",
+                   "activity:feed:3,mining:2", "activity:feed:3,mining:3"]
