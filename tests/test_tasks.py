@@ -148,3 +148,25 @@ async def test_background_jobs_run_with_the_app_and_stop_with_it(settings):
         assert {t.get_name() for t in running} == names
         assert not any(t.done() for t in running)
     assert all(t.done() for t in running)
+
+
+async def test_aggregator_works_through_subscribers_in_bounded_batches(monkeypatch):
+    from types import SimpleNamespace
+
+    seen: list[int] = []
+
+    class Pusher:
+        async def refresh(self, user_id):
+            seen.append(user_id)
+            return 0
+
+        def forget_except(self, users):
+            pass
+
+    conns = [SimpleNamespace(user_id=u, subs={"dashboard": None}) for u in (5, 1, 3)]
+    conns.append(SimpleNamespace(user_id=9, subs={"mining": None}))  # not on dashboard
+    svc = SimpleNamespace(hub=SimpleNamespace(connections=lambda: conns))
+    monkeypatch.setattr(tasks, "stats_pusher", lambda _svc: Pusher())
+    for _ in range(3):
+        await tasks.aggregate_once(svc, limit=2)
+    assert seen == [1, 3, 5, 1, 3, 5]
