@@ -39,6 +39,7 @@ class Publication:
     """
 
     __slots__ = ("channel", "data", "offset", "frame", "published_at", "_ws", "_sse")
+    ack = None  # only a `subscribed` ack (protocol.ControlFrame) carries (channel, offset)
 
     def __init__(
         self,

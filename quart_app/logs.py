@@ -12,6 +12,8 @@ import re
 import sys
 import time
 
+from hypercorn.logging import Logger as HypercornLogger
+
 _TOKEN_RE = re.compile(r"((?:^|[?&\s])(?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
 _BEARER_RE = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
@@ -58,23 +60,14 @@ def configure(level: int = logging.INFO) -> None:
         root.setLevel(level)
 
 
-def access_logger_class():
-    """A Hypercorn logger whose access lines carry no token (module level: workers pickle it)."""
-    return RedactingLogger
-
-
-try:
-    from hypercorn.logging import Logger as _HypercornLogger
-except ImportError:  # pragma: no cover - hypercorn is a dependency
-    _HypercornLogger = object  # type: ignore[assignment,misc]
-
-
 # The atoms that can carry a token: the request line, path + query, and credential headers.
 _SENSITIVE_ATOMS = ("r", "R", "q", "U", "Uq", "{authorization}i", "{cookie}i", "{referer}i",
                     "{sec-websocket-protocol}i")
 
 
-class RedactingLogger(_HypercornLogger):  # type: ignore[misc,valid-type]
+class RedactingLogger(HypercornLogger):
+    """A Hypercorn logger whose access lines carry no token (module level: workers pickle it)."""
+
     def atoms(self, request, response, request_time):
         atoms = super().atoms(request, response, request_time)
         for key in _SENSITIVE_ATOMS:

@@ -21,14 +21,14 @@ log = logging.getLogger("pulse.server")
 def _config(host: str, port: int):
     from hypercorn.config import Config
 
-    from .logs import access_logger_class
+    from .logs import RedactingLogger
 
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = logging.getLogger("pulse.access")
     config.errorlog = logging.getLogger("pulse.server")
     config.access_log_format = '%(h)s "%(m)s %(U)s?%(q)s" %(s)s %(b)s %(D)sus'
-    config.logger_class = access_logger_class()
+    config.logger_class = RedactingLogger
     config.graceful_timeout = 3.0
     # Hard cap on a client frame; the 4 KiB protocol limit answers with an error frame instead.
     config.websocket_max_message_size = 64 * 1024

@@ -32,6 +32,7 @@ class _Comment:
     __slots__ = ()
     channel = None
     offset = None
+    ack = None
     event_type = None
     data: dict = {}
 
@@ -127,7 +128,7 @@ async def sse_stream():
                     return  # closed: shutdown, slow consumer or recovery
                 chunks = []
                 for item in items:
-                    ack = getattr(item, "ack", None)
+                    ack = item.ack
                     if ack is not None:
                         positions[ack[0]] = ack[1]
                     elif item.offset is not None:

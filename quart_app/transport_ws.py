@@ -253,8 +253,9 @@ async def _handle_subscribe(svc, session: Session, frame: dict) -> None:
     conn = session.conn
     channel = frame.get("channel")
     problem = channels.check(channel, conn.principal)
-    named = channel if isinstance(channel, str) and problem and len(channel) <= 128 else None
     if problem:
+        named = channel if isinstance(channel, str) and (
+            len(channel) <= channels.MAX_CHANNEL_LENGTH) else None
         conn.outbox.push(protocol.error(problem, named))
         return
     since = frame.get("since")

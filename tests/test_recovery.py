@@ -9,10 +9,6 @@ from quart_app.broker_redis import RedisBroker
 from .conftest import make_settings, serve_app, ws_client
 
 
-def data_frames(frames):
-    return [f for f in frames if "data" in f and "offset" in f]
-
-
 async def collect(ws, n, timeout=5.0):
     got = []
     while len(got) < n:
