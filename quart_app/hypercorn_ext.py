@@ -1,4 +1,4 @@
-"""Two small Hypercorn hooks that the fan-out hot path depends on (see bench/RESULTS.md).
+"""Three small Hypercorn hooks that the fan-out hot path depends on (see bench/RESULTS.md).
 
 1. **permessage-deflate off by default.** Hypercorn offers it to every client unconditionally
    (pgjones/hypercorn#307): ~100 KB of zlib state per connection and most of the fan-out time
@@ -10,7 +10,12 @@
    straight to the transport, coalesced per loop iteration, instead of an ASGI message and a
    wsproto framing per client. Close frames and everything else still go through Hypercorn.
 
-Both are applied by :func:`install`, idempotently; without them (another ASGI server, the Quart
+3. **The direct ``/ws`` endpoint.** Each new connection's first request is looked at before
+   Hypercorn's; a well-formed ``/ws`` upgrade is served by :mod:`quart_app.ws_direct` with no
+   task, queue or ASGI machinery per connection (hook 2 then only serves ``/ws`` requests that
+   reach Quart: with ``PULSE_WS_DEFLATE=true``, or a second request on a kept-alive socket).
+
+All are applied by :func:`install`, idempotently; without them (another ASGI server, the Quart
 test client) the service falls back to ``websocket.send`` from a writer task.
 """
 from __future__ import annotations
@@ -48,6 +53,12 @@ def install(deflate: bool = False) -> None:
     if "patched" in _installed:
         return
     _installed["patched"] = True
+
+    from hypercorn.asyncio import run
+
+    from .ws_direct import wrap_tcp_server
+
+    run.TCPServer = wrap_tcp_server(run.TCPServer)  # type: ignore[attr-defined]
 
     original_accept = ws_stream.Handshake.accept
     original_stream_accept = ws_stream.WSStream._accept

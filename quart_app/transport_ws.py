@@ -1,9 +1,18 @@
 """``/ws``: the multiplexed WebSocket (DESIGN §5, §6, §10).
 
-The handler task reads and answers client frames; it never writes publications. Those reach the
-socket through the connection's outbox: written directly by the hub's flusher on a real Hypercorn
-socket, or by a small writer task elsewhere. One liveness task per process pings idle sockets,
-drops silent ones and expires tokens — no timer task per connection.
+A :class:`Session` is one authenticated WebSocket as the protocol sees it: it takes client
+frames (:meth:`Session.admit`, :meth:`Session.receive`), answers through the connection's
+outbox, and closes through its *endpoint*, the thing that owns the socket. There are two:
+
+* the **direct endpoint** (:mod:`quart_app.ws_direct`): under Hypercorn's asyncio worker every
+  well-formed ``/ws`` upgrade is served by a small asyncio protocol of its own — no task, queue
+  or request context per connection; publications are written straight to the socket by the
+  hub's flusher;
+* the **Quart route** below, for everything else (another ASGI server, Quart's test client,
+  ``PULSE_WS_DEFLATE=true``): a handler task reads frames with ``websocket.receive``.
+
+One liveness task per process pings idle sockets, drops silent ones and expires tokens — no
+timer task per connection.
 """
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable
 
 from quart import Blueprint, Quart, websocket
 
@@ -28,40 +37,181 @@ bp = Blueprint("ws", __name__)
 
 PING_FRAME = b"\x89\x00"
 CLOSE_HANDSHAKE_SECONDS = 5.0
+MAX_DROPPED_BEFORE_CLOSE = 100
+AUTH_REQUIRED = 'Authentication required: send {"action":"auth","token":…} first'
 
 
 class Session:
-    """What the handler, the liveness task and shutdown share about one WebSocket."""
+    """What the frame handlers, the liveness task and shutdown share about one WebSocket."""
 
-    __slots__ = ("ws", "conn", "tap", "hub", "last_seen", "closing", "expiry", "tokens",
-                 "stamp", "dropped", "close_task")
+    __slots__ = ("svc", "endpoint", "conn", "hub", "last_seen", "closing", "expiry", "tokens",
+                 "stamp", "dropped")
 
-    def __init__(self, ws: Any, conn: Connection, tap: Any, hub: Any) -> None:
-        self.ws = ws
-        self.conn = conn
-        self.tap = tap
-        self.hub = hub
+    def __init__(self, svc: Any, endpoint: Any) -> None:
+        self.svc = svc
+        self.endpoint = endpoint
+        self.conn: Connection = None  # type: ignore[assignment]  # set by open_session
+        self.hub = svc.hub
         self.last_seen = time.monotonic()
         self.closing = False
         self.expiry: asyncio.TimerHandle | None = None
-        self.tokens = 0.0   # inbound rate limiter (token bucket)
-        self.stamp = time.monotonic()
+        self.tokens = svc.settings.limits.max_messages_per_second  # inbound token bucket
+        self.stamp = self.last_seen
         self.dropped = 0
-        self.close_task: asyncio.Task | None = None
 
     def seen(self) -> float:
-        return max(self.last_seen, self.tap.last_seen) if self.tap is not None else self.last_seen
+        return max(self.last_seen, self.endpoint.last_seen)
 
     def close(self, code: int, reason: str) -> None:
-        """Close from any task, once: leave the hub now (nothing more is queued or written),
-        then send the close frame; a peer that cannot take it in time is cut off."""
+        """Close from anywhere, once: leave the hub now (nothing more is queued or written),
+        then let the endpoint send the close frame; a peer that cannot take it in time is cut
+        off by the endpoint."""
         if self.closing:
             return
         self.closing = True
         self.hub.disconnect(self.conn)
         if self.expiry is not None:
             self.expiry.cancel()
-        self.close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
+        self.endpoint.close(code, reason)
+
+    def on_overflow(self) -> None:
+        # Called from inside hub.dispatch: close on the next loop iteration, never while the
+        # hub is iterating the channel's subscribers.
+        self.svc.metrics.slow_consumer_closes += 1
+        asyncio.get_running_loop().call_soon(self.close, CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def arm_expiry(self, principal: Principal) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, principal.expires_at - time.time())
+        self.expiry = loop.call_later(delay, self.close, CloseCode.UNAUTHORIZED, "Token expired")
+
+    # -- client frames -------------------------------------------------------------------
+    def admit(self) -> bool:
+        """Count one client frame against the token bucket (``max_messages_per_second``
+        sustained, a burst of as many); False when it is dropped. Persistent abuse closes."""
+        svc = self.svc
+        svc.metrics.messages_in += 1
+        rate = svc.settings.limits.max_messages_per_second
+        now = time.monotonic()
+        self.last_seen = now
+        self.tokens = min(rate, self.tokens + (now - self.stamp) * rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        svc.metrics.dropped += 1
+        self.dropped += 1
+        if self.dropped >= MAX_DROPPED_BEFORE_CLOSE:
+            self.close(CloseCode.TOO_MANY, "Rate limit exceeded")
+        elif self.dropped == 1 or self.dropped % 10 == 0:
+            self.conn.outbox.push(protocol.error(
+                f"Rate limit exceeded (max {rate:g} messages/s): message dropped"))
+        return False
+
+    def receive(self, raw: str | bytes) -> Awaitable[None] | None:
+        """Act on one admitted client frame. Returns an awaitable when the action needs I/O
+        (subscribe): the caller awaits it before it hands over the next frame, so a client's
+        frames take effect in the order they were sent."""
+        outbox = self.conn.outbox
+        if isinstance(raw, (bytes, bytearray)):
+            outbox.push(protocol.error("Binary frames are not supported: send JSON text"))
+            return None
+        limit = self.svc.settings.limits.max_frame_bytes
+        if len(raw) > limit or len(raw.encode()) > limit:
+            outbox.push(protocol.error(f"Frame too large (max {limit} bytes)"))
+            return None
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            outbox.push(protocol.error("Invalid JSON"))
+            return None
+        if not isinstance(frame, dict):
+            outbox.push(protocol.error("Invalid frame: a JSON object is required"))
+            return None
+        action = frame.get("action")
+        handler = _HANDLERS.get(action) if isinstance(action, str) else None
+        if handler is None:
+            shown = action if isinstance(action, str) else json.dumps(action)
+            outbox.push(protocol.error(f"Unknown action: {shown[:64]}"))
+            return None
+        return handler(self, frame)
+
+
+def principal_from_auth_frame(svc, raw: str | bytes) -> Principal:
+    """The first frame of a connection that brought no token: ``{"action":"auth","token":…}``."""
+    try:
+        frame = json.loads(raw)
+    except (ValueError, TypeError):
+        frame = None
+    if not isinstance(frame, dict) or frame.get("action") != "auth":
+        raise Unauthorized(AUTH_REQUIRED)
+    token = frame.get("token")
+    return verify_token(svc.settings.jwt_secret, token if isinstance(token, str) else None)
+
+
+def open_session(svc, endpoint: Any, principal: Principal) -> Session | None:
+    """Register an authenticated WebSocket with the hub; None (and the endpoint closing) when
+    the service is shutting down or the user has too many connections."""
+    if svc.shutting_down:
+        endpoint.close(CloseCode.SERVICE_RESTART, "Server is shutting down")
+        return None
+    session = Session(svc, endpoint)
+    outbox = Outbox(svc.settings.limits.outbox_messages, session.on_overflow, svc.metrics)
+    conn = Connection(principal, outbox, "ws")
+    try:
+        svc.hub.connect(conn)
+    except LimitExceeded as exc:
+        endpoint.close(CloseCode.TOO_MANY, str(exc))
+        return None
+    session.conn = conn
+    conn.closer = session.close
+    svc.ws_sessions[conn.id] = session
+    session.arm_expiry(principal)
+    transport = endpoint.transport
+    if transport is not None:
+        outbox.use_transport(transport, svc.flusher)
+    log.info("ws connected", extra={"conn_id": conn.id, "user_id": principal.user_id})
+    return session
+
+
+def end_session(svc, session: Session) -> None:
+    """The socket is gone: forget the session everywhere. Idempotent."""
+    conn = session.conn
+    if svc.ws_sessions.pop(conn.id, None) is None:
+        return
+    session.closing = True
+    if session.expiry is not None:
+        session.expiry.cancel()
+    svc.hub.disconnect(conn)
+    log.info("ws disconnected", extra={"conn_id": conn.id, "user_id": conn.user_id})
+
+
+# -- the Quart route (servers without the direct endpoint) -------------------------------
+class QuartEndpoint:
+    """Closes through Quart; writes publications directly when Hypercorn's socket tap is
+    there (see hypercorn_ext), else through a writer task."""
+
+    __slots__ = ("ws", "tap", "close_task")
+
+    def __init__(self, ws: Any, tap: Any) -> None:
+        self.ws = ws
+        self.tap = tap
+        self.close_task: asyncio.Task | None = None
+
+    @property
+    def transport(self) -> Any:
+        return self.tap.transport if self.tap is not None else None
+
+    @property
+    def last_seen(self) -> float:
+        """When the client last sent anything, pongs included (which Quart never sees)."""
+        return self.tap.last_seen if self.tap is not None else 0.0
+
+    def close(self, code: int, reason: str) -> None:
+        if self.close_task is None:
+            self.close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
         try:
@@ -73,13 +223,6 @@ class Session:
         except Exception:  # the peer may be gone already
             pass
 
-    def arm_expiry(self, principal: Principal) -> None:
-        if self.expiry is not None:
-            self.expiry.cancel()
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, principal.expires_at - time.time())
-        self.expiry = loop.call_later(delay, self.close, CloseCode.UNAUTHORIZED, "Token expired")
-
 
 async def _authenticate(svc) -> Principal:
     """Token from query/cookie/header, else a first frame ``{"action":"auth"}`` within 5 s."""
@@ -90,14 +233,7 @@ async def _authenticate(svc) -> Principal:
         raw = await asyncio.wait_for(websocket.receive(), svc.settings.limits.auth_timeout_seconds)
     except asyncio.TimeoutError:
         raise Unauthorized("Authentication required: no token and no auth frame in time") from None
-    try:
-        frame = json.loads(raw)
-    except (ValueError, TypeError):
-        frame = None
-    if not isinstance(frame, dict) or frame.get("action") != "auth":
-        raise Unauthorized('Authentication required: send {"action":"auth","token":…} first')
-    token = frame.get("token")
-    return verify_token(svc.settings.jwt_secret, token if isinstance(token, str) else None)
+    return principal_from_auth_frame(svc, raw)
 
 
 @bp.websocket("/ws")
@@ -111,55 +247,32 @@ async def ws_endpoint() -> None:
         svc.metrics.auth_failures += 1
         await ws.close(CloseCode.UNAUTHORIZED, exc.detail)
         return
-    if svc.shutting_down:
-        await ws.close(CloseCode.SERVICE_RESTART, "Server is shutting down")
-        return
-
-    session: Session | None = None
-
-    def on_overflow() -> None:
-        # Called from inside hub.dispatch: close on the next loop iteration, never while the
-        # hub is iterating the channel's subscribers.
-        svc.metrics.slow_consumer_closes += 1
-        if session is not None:
-            asyncio.get_running_loop().call_soon(
-                session.close, CloseCode.SLOW_CONSUMER, "slow consumer")
-
-    outbox = Outbox(svc.settings.limits.outbox_messages, on_overflow, svc.metrics)
-    conn = Connection(principal, outbox, "ws")
-    try:
-        svc.hub.connect(conn)
-    except LimitExceeded as exc:
-        await ws.close(CloseCode.TOO_MANY, str(exc))
-        return
     tap = ws.scope.get("extensions", {}).get("pulse.tap") if hasattr(ws, "scope") else None
-    session = Session(ws, conn, tap, svc.hub)
-    session.tokens = svc.settings.limits.max_messages_per_second
-    conn.closer = session.close
-    sessions: dict = svc.ws_sessions
-    sessions[conn.id] = session
-    session.arm_expiry(principal)
+    endpoint = QuartEndpoint(ws, tap)
+    session = open_session(svc, endpoint, principal)
+    if session is None:
+        await endpoint.close_task  # type: ignore[misc]
+        return
     writer = None
-    if tap is not None:
-        outbox.use_transport(tap.transport, svc.flusher)
-    else:
-        writer = asyncio.get_running_loop().create_task(_write(ws, outbox))
-    log.info("ws connected", extra={"conn_id": conn.id, "user_id": principal.user_id})
+    if tap is None:
+        writer = asyncio.get_running_loop().create_task(_write(ws, session.conn.outbox))
     try:
-        await _read_loop(svc, session)
-        if session.close_task is not None:  # the reader decided to close: let the frame out
-            await session.close_task
+        while not session.closing:
+            raw = await ws.receive()
+            if not session.admit():
+                continue
+            pending = session.receive(raw)
+            if pending is not None:
+                await pending
+        if endpoint.close_task is not None:  # the reader decided to close: let the frame out
+            await endpoint.close_task
             await _discard_until_closed(ws)
     except asyncio.CancelledError:
         raise  # Quart cancels the handler when the client disconnects
     finally:
-        sessions.pop(conn.id, None)
-        if session.expiry is not None:
-            session.expiry.cancel()
-        svc.hub.disconnect(conn)
+        end_session(svc, session)
         if writer is not None:
             writer.cancel()
-        log.info("ws disconnected", extra={"conn_id": conn.id, "user_id": principal.user_id})
 
 
 async def _discard_until_closed(ws: Any) -> None:
@@ -189,67 +302,8 @@ async def _write(ws: Any, outbox: Outbox) -> None:
         outbox.close()
 
 
-def _rate_ok(svc, session: Session) -> bool:
-    """Token bucket: ``max_messages_per_second`` sustained, a burst of as many."""
-    rate = svc.settings.limits.max_messages_per_second
-    now = time.monotonic()
-    session.tokens = min(rate, session.tokens + (now - session.stamp) * rate)
-    session.stamp = now
-    if session.tokens >= 1.0:
-        session.tokens -= 1.0
-        return True
-    return False
-
-
-MAX_DROPPED_BEFORE_CLOSE = 100
-
-
-async def _read_loop(svc, session: Session) -> None:
-    limits = svc.settings.limits
-    outbox = session.conn.outbox
-    while not session.closing:
-        raw = await websocket.receive()
-        session.last_seen = time.monotonic()
-        svc.metrics.messages_in += 1
-        if not _rate_ok(svc, session):
-            svc.metrics.dropped += 1
-            session.dropped += 1
-            if session.dropped >= MAX_DROPPED_BEFORE_CLOSE:
-                session.close(CloseCode.TOO_MANY, "Rate limit exceeded")
-                return
-            if session.dropped == 1 or session.dropped % 10 == 0:
-                outbox.push(protocol.error(
-                    f"Rate limit exceeded (max {limits.max_messages_per_second:g} messages/s): "
-                    "message dropped"))
-            continue
-        if isinstance(raw, (bytes, bytearray)):
-            outbox.push(protocol.error("Binary frames are not supported: send JSON text"))
-            continue
-        if len(raw) > limits.max_frame_bytes or len(raw.encode()) > limits.max_frame_bytes:
-            outbox.push(protocol.error(f"Frame too large (max {limits.max_frame_bytes} bytes)"))
-            continue
-        try:
-            frame = json.loads(raw)
-        except ValueError:
-            outbox.push(protocol.error("Invalid JSON"))
-            continue
-        if not isinstance(frame, dict):
-            outbox.push(protocol.error("Invalid frame: a JSON object is required"))
-            continue
-        await _handle(svc, session, frame)
-
-
-async def _handle(svc, session: Session, frame: dict) -> None:
-    action = frame.get("action")
-    handler = _HANDLERS.get(action) if isinstance(action, str) else None
-    if handler is None:
-        shown = action if isinstance(action, str) else json.dumps(action)
-        session.conn.outbox.push(protocol.error(f"Unknown action: {shown[:64]}"))
-        return
-    await handler(svc, session, frame)
-
-
-async def _handle_subscribe(svc, session: Session, frame: dict) -> None:
+# -- actions -----------------------------------------------------------------------------
+def _handle_subscribe(session: Session, frame: dict) -> Awaitable[None] | None:
     conn = session.conn
     channel = frame.get("channel")
     problem = channels.check(channel, conn.principal)
@@ -257,12 +311,16 @@ async def _handle_subscribe(svc, session: Session, frame: dict) -> None:
         named = channel if isinstance(channel, str) and (
             len(channel) <= channels.MAX_CHANNEL_LENGTH) else None
         conn.outbox.push(protocol.error(problem, named))
-        return
+        return None
     since = frame.get("since")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
         conn.outbox.push(protocol.error(
             "Invalid 'since': a non-negative integer offset is required", channel))
-        return
+        return None
+    return _subscribe(session.svc, conn, channel, since)
+
+
+async def _subscribe(svc, conn: Connection, channel: str, since: int | None) -> None:
     try:
         ok = await svc.hub.subscribe(conn, channel, since)
     except Exception as exc:
@@ -290,34 +348,39 @@ async def send_snapshot(svc, conn: Connection) -> None:
         conn.outbox.push(Publication("dashboard", data, None))
 
 
-async def _handle_unsubscribe(svc, session: Session, frame: dict) -> None:
+def _handle_unsubscribe(session: Session, frame: dict) -> None:
     channel = frame.get("channel")
     if not isinstance(channel, str) or not channel:
         session.conn.outbox.push(
             protocol.error("Missing or invalid 'channel': a non-empty string is required"))
-        return
-    svc.hub.unsubscribe(session.conn, channel)
+        return None
+    session.hub.unsubscribe(session.conn, channel)
+    return None
 
 
-async def _handle_ping(svc, session: Session, frame: dict) -> None:
+def _handle_ping(session: Session, frame: dict) -> None:
     session.conn.outbox.push(protocol.pong(frame.get("ts"), echo="ts" in frame))
+    return None
 
 
-async def _handle_auth(svc, session: Session, frame: dict) -> None:
+def _handle_auth(session: Session, frame: dict) -> None:
     """Extend a live session with a fresh token for the same user."""
     token = frame.get("token")
+    outbox = session.conn.outbox
     try:
-        principal = verify_token(svc.settings.jwt_secret, token if isinstance(token, str) else None)
+        principal = verify_token(session.svc.settings.jwt_secret,
+                                 token if isinstance(token, str) else None)
     except Unauthorized as exc:
-        session.conn.outbox.push(protocol.error(f"Authentication failed: {exc.detail}"))
-        return
+        outbox.push(protocol.error(f"Authentication failed: {exc.detail}"))
+        return None
     if principal.user_id != session.conn.user_id:
-        session.conn.outbox.push(protocol.error("Authentication failed: token is for another user"))
-        return
+        outbox.push(protocol.error("Authentication failed: token is for another user"))
+        return None
     session.conn.principal = principal
     session.arm_expiry(principal)
-    session.conn.outbox.push(protocol.ControlFrame(
+    outbox.push(protocol.ControlFrame(
         {"type": "authenticated", "expires_at": int(principal.expires_at)}))
+    return None
 
 
 _HANDLERS = {
@@ -341,9 +404,9 @@ async def liveness(svc) -> None:
             idle = now - session.seen()
             if idle >= cfg.idle_timeout_seconds:
                 session.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
-            elif idle >= cfg.ping_interval_seconds and session.tap is not None:
-                transport = session.tap.transport
-                if not transport.is_closing():
+            elif idle >= cfg.ping_interval_seconds:
+                transport = session.endpoint.transport
+                if transport is not None and not transport.is_closing():
                     transport.write(PING_FRAME)
         for beat in list(svc.sse_heartbeats):
             beat(now)

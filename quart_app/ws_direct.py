@@ -1,0 +1,456 @@
+"""The direct ``/ws`` endpoint: one small asyncio protocol object per WebSocket.
+
+Served through Quart, every WebSocket costs two Quart tasks, a queue and a request context on
+top of Hypercorn's task, task group, stream pair, h11 and wsproto state: about 37 KiB per idle
+connection, of which Pulse's own state is 2.5 (bench/RESULTS.md). Here, under Hypercorn's
+asyncio worker, the first request of each new connection is read before Hypercorn sees it:
+
+* a well-formed ``GET /ws`` WebSocket upgrade is answered here (``101``), the socket's asyncio
+  transport is handed to a :class:`DirectWebSocket`, and Hypercorn's per-connection task ends.
+  From then on there is no task and no queue for the connection: frames are parsed in
+  ``data_received``, handled by the same :class:`~quart_app.transport_ws.Session` as the Quart
+  route, and publications are written by the hub's flusher straight to the transport;
+* anything else (HTTP, SSE, a malformed or unusual upgrade, ``/ws`` with
+  ``PULSE_WS_DEFLATE=true``) goes to Hypercorn unchanged, the bytes already read replayed first,
+  and from there to Quart (where ``/ws`` still has its route).
+
+Client frames follow RFC 6455 §5: masked, fragmented or not, control frames answered in place
+(ping → pong, close → close). Protocol violations close with 1002, invalid UTF-8 with 1007, a
+message over ``websocket_max_message_size`` with 1009.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl
+
+from werkzeug.http import parse_cookie
+
+from .auth import token_from_request, verify_token
+from .errors import Unauthorized
+from .protocol import CloseCode
+from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Session, end_session, open_session, \
+    principal_from_auth_frame
+
+log = logging.getLogger("pulse.ws")
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_HEAD_BYTES = 16 * 1024
+PROTOCOL_ERROR = 1002
+INVALID_DATA = 1007
+
+_AUTH, _OPEN, _CLOSING, _CLOSED = range(4)
+
+
+# -- the handshake -------------------------------------------------------------------------
+class Upgrade:
+    """A ``GET /ws`` WebSocket upgrade request, parsed from the request head."""
+
+    __slots__ = ("key", "args", "cookies", "headers")
+
+    def __init__(self, key: str, args: dict, cookies: Any, headers: dict) -> None:
+        self.key = key
+        self.args = args
+        self.cookies = cookies
+        self.headers = headers
+
+    def token(self) -> str | None:
+        return token_from_request(self.args, self.cookies, self.headers)
+
+    def response(self) -> bytes:
+        accept = base64.b64encode(hashlib.sha1(self.key.encode() + WS_GUID).digest())
+        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
+                + b"\r\nDate: " + formatdate(usegmt=True).encode() + b"\r\n\r\n")
+
+
+def parse_upgrade(head: bytes) -> Upgrade | None:
+    """The upgrade this endpoint serves, or None for anything to leave to Hypercorn."""
+    try:
+        text = head.decode("latin-1")
+        request_line, *lines = text.split("\r\n")
+        method, target, version = request_line.split(" ")
+    except ValueError:
+        return None
+    path, _, query = target.partition("?")
+    if method != "GET" or path != "/ws" or version != "HTTP/1.1":
+        return None
+    headers: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            return None  # malformed: Hypercorn answers it
+        name = name.lower()
+        value = value.strip()
+        if name in headers:
+            headers[name] += ("; " if name == "cookie" else ", ") + value
+        else:
+            headers[name] = value
+    if "content-length" in headers or "transfer-encoding" in headers:
+        return None
+    upgrade = {t.strip().lower() for t in headers.get("upgrade", "").split(",")}
+    connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    if "websocket" not in upgrade or "upgrade" not in connection:
+        return None
+    if headers.get("sec-websocket-version") != "13":
+        return None
+    key = headers.get("sec-websocket-key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except ValueError:
+        return None
+    args = dict(parse_qsl(query, keep_blank_values=True))
+    cookies = parse_cookie(headers.get("cookie", ""))
+    auth = {"Authorization": headers["authorization"]} if "authorization" in headers else {}
+    return Upgrade(key, args, cookies, auth)
+
+
+# -- frames --------------------------------------------------------------------------------
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    n = len(payload)
+    if n == 0:
+        return b""
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    body = int(code).to_bytes(2, "big") + reason.encode()[:123]
+    return bytes((0x88, len(body))) + body
+
+
+class DirectWebSocket(asyncio.Protocol):
+    """One WebSocket after the handshake: the frame parser, the endpoint of its Session."""
+
+    __slots__ = ("svc", "transport", "last_seen", "session", "state", "max_message", "_buf",
+                 "_frag", "_frag_op", "_skip", "_timer", "_busy", "_backlog", "_keep")
+
+    def __init__(self, svc: Any, transport: Any, max_message: int) -> None:
+        self.svc = svc
+        self.transport = transport
+        self.last_seen = time.monotonic()
+        self.session: Session | None = None
+        self.state = _AUTH
+        self.max_message = max_message
+        self._buf = b""
+        self._frag: list[bytes] | None = None
+        self._frag_op = 0
+        self._skip = 0
+        self._timer: asyncio.TimerHandle | None = None   # auth deadline, then close deadline
+        self._busy: asyncio.Task | None = None           # an action awaiting I/O (subscribe)
+        self._backlog: list | None = None                # frames that arrived meanwhile
+        self._keep: Any = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, upgrade: Upgrade, pending: bytes) -> None:
+        """Right after the 101: authenticate from the request, or wait for an auth frame."""
+        token = upgrade.token()
+        if token:
+            try:
+                principal = verify_token(self.svc.settings.jwt_secret, token)
+            except Unauthorized as exc:
+                self.svc.metrics.auth_failures += 1
+                self.close(CloseCode.UNAUTHORIZED, exc.detail)
+                return
+            self._open(principal)
+        else:
+            self._timer = asyncio.get_running_loop().call_later(
+                self.svc.settings.limits.auth_timeout_seconds, self._auth_timeout)
+        if pending and self.state < _CLOSED:
+            self.data_received(pending)
+
+    def _auth_timeout(self) -> None:
+        if self.state == _AUTH:
+            self.svc.metrics.auth_failures += 1
+            self.close(CloseCode.UNAUTHORIZED,
+                       "Authentication required: no token and no auth frame in time")
+
+    def _open(self, principal: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.state = _OPEN
+        self.session = open_session(self.svc, self, principal)
+
+    def close(self, code: int, reason: str) -> None:
+        """Send our close frame once; the peer has CLOSE_HANDSHAKE_SECONDS to answer it."""
+        if self.state >= _CLOSING:
+            return
+        self.state = _CLOSING
+        self._frag = None
+        if self._timer is not None:
+            self._timer.cancel()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(close_frame(code, reason))
+        self._timer = asyncio.get_running_loop().call_later(
+            CLOSE_HANDSHAKE_SECONDS, transport.abort)
+
+    def _shut(self, code: int, reason: str) -> None:
+        if self.session is not None:
+            self.session.close(code, reason)
+        else:
+            self.close(code, reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._busy is not None:
+            self._busy.cancel()
+        self._backlog = None
+        self._buf = b""
+        if self.session is not None:
+            end_session(self.svc, self.session)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    # -- reading -------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.state == _CLOSED:
+            return
+        self.last_seen = time.monotonic()
+        if self._skip:  # the rest of a refused frame
+            if len(data) <= self._skip:
+                self._skip -= len(data)
+                return
+            data = data[self._skip:]
+            self._skip = 0
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        pos = 0
+        end = len(data)
+        while end - pos >= 2:
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if end - pos < 4:
+                    break
+                length = int.from_bytes(data[head:head + 2], "big")
+                head += 2
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(data[head:head + 8], "big")
+                head += 8
+            problem = None
+            if not b1 & 0x80:
+                problem = (PROTOCOL_ERROR, "Client frames must be masked")
+            elif b0 & 0x70:
+                problem = (PROTOCOL_ERROR, "Reserved bits set without an extension")
+            elif length > self.max_message:
+                problem = (CloseCode.MESSAGE_TOO_BIG,
+                           f"Message too big (max {self.max_message} bytes)")
+            if problem is not None:
+                # Refuse the frame but keep the framing: skip its payload and go on reading,
+                # so the client's answer to our close frame still ends the connection cleanly.
+                self._shut(*problem)
+                if length > 16 * self.max_message:  # not worth reading through: hang up
+                    self.state = _CLOSED
+                    self.transport.close()
+                    return
+                stop = head + (4 if b1 & 0x80 else 0) + length
+                if stop > end:
+                    self._skip = stop - end
+                    return
+                pos = stop
+                continue
+            stop = head + 4 + length
+            if stop > end:
+                break
+            payload = _unmask(data[head + 4:stop], data[head:head + 4])
+            pos = stop
+            self._frame(b0 & 0x80, b0 & 0x0F, payload)
+            if self.state == _CLOSED:
+                return
+        if pos < end:
+            self._buf = data[pos:]
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A violation inside a frame: close (what the client sends meanwhile is ignored)."""
+        self._frag = None
+        self._shut(code, reason)
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
+        if opcode >= 0x8:
+            if not fin or len(payload) > 125:
+                return self._fail(PROTOCOL_ERROR, "Invalid control frame")
+            if opcode == 0x8:
+                return self._close_received(payload)
+            if opcode == 0x9:
+                if self.state < _CLOSING:
+                    self.transport.write(bytes((0x8A, len(payload))) + payload)
+                return None
+            if opcode == 0xA:
+                return None
+            return self._fail(PROTOCOL_ERROR, f"Unknown opcode {opcode}")
+        if opcode == 0x0:
+            if self._frag is None:
+                return self._fail(PROTOCOL_ERROR, "Continuation frame without a message")
+            self._frag.append(payload)
+            if sum(map(len, self._frag)) > self.max_message:
+                return self._fail(CloseCode.MESSAGE_TOO_BIG,
+                                  f"Message too big (max {self.max_message} bytes)")
+            if not fin:
+                return None
+            payload = b"".join(self._frag)
+            opcode = self._frag_op
+            self._frag = None
+        elif opcode in (0x1, 0x2):
+            if self._frag is not None:
+                return self._fail(PROTOCOL_ERROR, "New message before the last one ended")
+            if not fin:
+                self._frag = [payload]
+                self._frag_op = opcode
+                return None
+        else:
+            return self._fail(PROTOCOL_ERROR, f"Unknown opcode {opcode}")
+        if self.state >= _CLOSING:
+            return None  # we are closing: the client's data no longer matters
+        message: str | bytes = payload
+        if opcode == 0x1:
+            try:
+                message = payload.decode()
+            except UnicodeDecodeError:
+                return self._fail(INVALID_DATA, "Invalid UTF-8 in a text frame")
+        self._message(message)
+        return None
+
+    def _close_received(self, payload: bytes) -> None:
+        if self.state < _CLOSING:
+            # Echo the client's code (RFC 6455 §5.5.1), then close the TCP connection.
+            self.state = _CLOSING
+            if self.session is not None:
+                self.session.closing = True
+            if len(payload) >= 2:
+                self.transport.write(b"\x88\x02" + payload[:2])
+            else:
+                self.transport.write(b"\x88\x00")
+        self.state = _CLOSED
+        self.transport.close()
+
+    # -- messages ------------------------------------------------------------------------
+    def _message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None:  # the first frame of a connection that brought no token
+            try:
+                principal = principal_from_auth_frame(self.svc, message)
+            except Unauthorized as exc:
+                self.svc.metrics.auth_failures += 1
+                self.close(CloseCode.UNAUTHORIZED, exc.detail)
+                return
+            self._open(principal)
+            return
+        if session.closing or not session.admit():
+            return
+        if self._busy is not None:
+            self._backlog.append(message)  # type: ignore[union-attr]
+            return
+        pending = session.receive(message)
+        if pending is not None:
+            self._backlog = []
+            self._busy = asyncio.get_running_loop().create_task(self._finish(pending))
+
+    async def _finish(self, pending: Any) -> None:
+        """Await an action, then the frames that arrived meanwhile, in order."""
+        session = self.session
+        try:
+            await pending
+            while self._backlog and not session.closing:  # type: ignore[union-attr]
+                pending = session.receive(self._backlog.pop(0))  # type: ignore[union-attr]
+                if pending is not None:
+                    await pending
+        finally:
+            self._busy = None
+            self._backlog = None
+
+
+# -- taking connections from Hypercorn ---------------------------------------------------------
+class _Replay:
+    """The reader Hypercorn gets for a connection this module did not take: what was already
+    read first, then the socket."""
+
+    __slots__ = ("_head", "_reader")
+
+    def __init__(self, head: bytes, reader: asyncio.StreamReader) -> None:
+        self._head: bytes | None = head
+        self._reader = reader
+
+    def at_eof(self) -> bool:
+        return self._head is None and self._reader.at_eof()
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._head is not None:
+            head, self._head = self._head, None
+            return head
+        return await self._reader.read(n)
+
+
+def _services_of(app: Any) -> Any:
+    """The Pulse services behind Hypercorn's app wrapper, if this is Pulse."""
+    quart = getattr(app, "app", app)
+    extensions = getattr(quart, "extensions", None)
+    return extensions.get("pulse") if isinstance(extensions, dict) else None
+
+
+def wrap_tcp_server(original: Any) -> Any:
+    """Replacement for ``hypercorn.asyncio.run.TCPServer``: route each new connection."""
+
+    def tcp_server(app, loop, config, context, state, reader, writer):
+        return _route(original, app, loop, config, context, state, reader, writer)
+
+    tcp_server.__wrapped__ = original  # type: ignore[attr-defined]
+    return tcp_server
+
+
+async def _route(original, app, loop, config, context, state, reader, writer) -> None:
+    svc = _services_of(app)
+    if svc is None or svc.settings.ws_deflate:
+        await original(app, loop, config, context, state, reader, writer)
+        return
+    try:
+        async with asyncio.timeout(config.keep_alive_timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.LimitOverrunError:
+        await original(app, loop, config, context, state, reader, writer)
+        return
+    except asyncio.IncompleteReadError as exc:  # EOF before a whole head: Hypercorn's call
+        if not exc.partial:
+            writer.close()
+            return
+        await original(app, loop, config, context, state, _Replay(exc.partial, reader), writer)
+        return
+    except (TimeoutError, ConnectionError):
+        writer.close()
+        return
+    # Bytes already read past the head: pipelined requests, or frames sent before our 101.
+    buffer = getattr(reader, "_buffer", None)
+    pending = bytes(buffer) if buffer else b""
+    if buffer:
+        buffer.clear()
+    upgrade = parse_upgrade(head) if len(head) <= MAX_HEAD_BYTES else None
+    if upgrade is None:
+        await original(app, loop, config, context, state, _Replay(head + pending, reader), writer)
+        return
+    transport = writer.transport
+    protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
+    if hasattr(type(writer), "__del__"):  # newer Pythons close the transport with the writer
+        protocol._keep = writer
+    transport.set_protocol(protocol)
+    transport.resume_reading()
+    transport.write(upgrade.response())
+    protocol.start(upgrade, pending)

@@ -1,0 +1,306 @@
+"""The direct ``/ws`` endpoint (quart_app/ws_direct.py) at the byte level, on a real socket.
+
+The protocol itself is tested through `websockets` in test_transport_ws.py (which runs on this
+endpoint too); here: RFC 6455 framing by hand (fragments, control frames, violations), the
+handshake hand-off to Hypercorn for everything that is not a ``/ws`` upgrade, and the point of
+the endpoint — no task per connection.
+"""
+import asyncio
+import base64
+import json
+import os
+import struct
+
+import pytest
+import websockets
+
+from quart_app.transport_ws import QuartEndpoint
+from quart_app.ws_direct import DirectWebSocket, parse_upgrade
+
+from .conftest import serve_app, with_env, ws_client
+
+KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+def frame(payload: bytes | str, opcode: int = 0x1, fin: bool = True, mask: bool = True,
+          rsv: int = 0) -> bytes:
+    if isinstance(payload, str):
+        payload = payload.encode()
+    head = bytes(((0x80 if fin else 0) | rsv | opcode,))
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes((bit | n,))
+    elif n < 65536:
+        head += bytes((bit | 126,)) + struct.pack(">H", n)
+    else:
+        head += bytes((bit | 127,)) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+class RawWs:
+    """A hand-rolled client: exact bytes out, frames in."""
+
+    def __init__(self, reader, writer):
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, address, query="", extra=b""):
+        host, port = address.split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"GET /ws{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode() + extra)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert b"Sec-WebSocket-Accept: " + base64.b64encode(
+            __import__("hashlib").sha1(KEY.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+            .digest()) in head
+        return cls(reader, writer)
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def recv(self, timeout=5.0):
+        """(opcode, payload) of the next server frame; server frames are never masked."""
+        b0, b1 = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+        assert not b1 & 0x80
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", await self.reader.readexactly(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", await self.reader.readexactly(8))[0]
+        return b0 & 0x0F, await self.reader.readexactly(n)
+
+    async def recv_json(self, timeout=5.0):
+        opcode, payload = await self.recv(timeout)
+        assert opcode == 0x1, (opcode, payload)
+        return json.loads(payload)
+
+    async def recv_close(self, timeout=5.0, answer=True):
+        """The close code and reason, skipping data frames; answered as a client would."""
+        while True:
+            opcode, payload = await self.recv(timeout)
+            if opcode == 0x8:
+                code = struct.unpack(">H", payload[:2])[0] if payload else None
+                if answer:
+                    self.send(frame(payload[:2], opcode=0x8))
+                return code, payload[2:].decode()
+
+    async def closed_by_server(self, timeout=5.0) -> bool:
+        try:
+            return await asyncio.wait_for(self.reader.read(), timeout) == b""
+        finally:
+            self.writer.close()
+
+    def close(self):
+        self.writer.close()
+
+
+@pytest.fixture
+async def server(settings):
+    async with serve_app(settings) as (address, app):
+        yield address, app.extensions["pulse"]
+
+
+async def test_websockets_served_by_the_direct_endpoint_without_a_task_each(server, token):
+    address, svc = server
+    before = len(asyncio.all_tasks())
+    clients = [await RawWs.connect(address, f"?token={token(user)}") for user in range(1, 41)]
+    for ws in clients:
+        ws.send(frame('{"action":"subscribe","channel":"mining"}'))
+    for ws in clients:
+        assert (await ws.recv_json())["type"] == "subscribed"
+    await asyncio.sleep(0.1)
+    assert len(svc.ws_sessions) == 40
+    assert {type(s.endpoint) for s in svc.ws_sessions.values()} == {DirectWebSocket}
+    # 40 live connections, and (almost) no more tasks than before: none per connection.
+    assert len(asyncio.all_tasks()) - before < 5
+    for ws in clients:
+        ws.close()
+    for _ in range(100):
+        if not svc.ws_sessions:
+            break
+        await asyncio.sleep(0.02)
+    assert not svc.ws_sessions and svc.hub.connection_count == 0
+
+
+async def test_fragments_control_frames_between_them_and_byte_by_byte(server, token):
+    address, _ = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    message = '{"action":"subscribe","channel":"mining"}'
+    ws.send(frame(message[:10], fin=False))
+    ws.send(frame(b"hi", opcode=0x9))                       # ping between fragments
+    ws.send(frame(message[10:25], opcode=0x0, fin=False))
+    ws.send(frame(message[25:], opcode=0x0))
+    assert await ws.recv() == (0xA, b"hi")                  # pong, same payload
+    assert (await ws.recv_json())["type"] == "subscribed"
+    for byte in frame('{"action":"ping","ts":1}' + " " * 200):  # a 126-length header, 1 B a time
+        ws.send(bytes((byte,)))
+        await ws.writer.drain()
+    assert await ws.recv_json() == {"type": "pong", "ts": 1}
+    ws.send(frame(b"", opcode=0xA))                          # unsolicited pong: ignored
+    ws.send(frame('{"action":"ping"}') * 3)                  # three frames in one write
+    for _ in range(3):
+        assert await ws.recv_json() == {"type": "pong"}
+    ws.send(frame(struct.pack(">H", 1000) + b"bye", opcode=0x8))
+    assert await ws.recv_close() == (1000, "")
+    assert await ws.closed_by_server()
+
+
+async def test_frames_sent_with_the_upgrade_request_are_not_lost(server, token):
+    address, _ = server
+    ws = await RawWs.connect(address, f"?token={token(1)}",
+                             extra=frame('{"action":"ping","ts":7}'))
+    assert await ws.recv_json() == {"type": "pong", "ts": 7}
+    ws.close()
+
+
+@pytest.mark.parametrize("bad, code", [
+    (frame('{"action":"ping"}', mask=False), 1002),
+    (frame('{"action":"ping"}', rsv=0x40), 1002),
+    (frame(b"\xff\xfe", opcode=0x1), 1007),
+    (frame(b"x", opcode=0x3), 1002),
+    (frame(b"x", opcode=0x0), 1002),
+    (frame(b"x" * 126, opcode=0x9), 1002),
+    (frame(b"x", opcode=0x9, fin=False), 1002),
+    (frame(b"x" * (64 * 1024 + 1)), 1009),
+    (frame(b"{", fin=False) + frame(b"x"), 1002),
+])
+async def test_protocol_violations_close_with_the_rfc_code(server, token, bad, code):
+    address, svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(frame('{"action":"ping"}'))
+    assert await ws.recv_json() == {"type": "pong"}
+    ws.send(bad)
+    got, reason = await ws.recv_close()
+    assert got == code and reason
+    assert await ws.closed_by_server()
+    for _ in range(100):
+        if not svc.ws_sessions:
+            break
+        await asyncio.sleep(0.02)
+    assert not svc.ws_sessions
+
+
+async def test_oversized_length_is_refused_from_the_header_alone(server, token):
+    address, _ = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(bytes((0x81, 0x80 | 127)) + struct.pack(">Q", 2**40) + b"\x00\x00\x00\x00")
+    assert (await ws.recv_close())[0] == 1009
+    assert await ws.closed_by_server()
+
+
+async def test_auth_frame_then_session_and_auth_timeout(settings, token):
+    settings = with_env(settings, limits=with_env(settings.limits, auth_timeout_seconds=0.3))
+    async with serve_app(settings) as (address, app):
+        ws = await RawWs.connect(address)
+        ws.send(frame(json.dumps({"action": "auth", "token": token(3)})))
+        ws.send(frame('{"action":"subscribe","channel":"user:3:progress"}'))
+        assert await ws.recv_json() == {
+            "type": "subscribed", "channel": "user:3:progress", "offset": 0, "recovered": False}
+        silent = await RawWs.connect(address)
+        assert await silent.recv_close() == (
+            4001, "Authentication required: no token and no auth frame in time")
+        wrong = await RawWs.connect(address)
+        wrong.send(frame('{"action":"ping"}'))
+        code, reason = await wrong.recv_close()
+        assert code == 4001 and "auth" in reason
+        expired = await RawWs.connect(address, f"?token={token(1, ttl_seconds=-5)}")
+        assert (await expired.recv_close())[0] == 4001
+        assert app.extensions["pulse"].metrics.auth_failures == 3
+        for client in (silent, wrong, expired):
+            assert await client.closed_by_server()
+        ws.close()
+
+
+async def test_server_close_waits_for_the_client_then_ends(server, token):
+    """close_all (SIGTERM) sends 1012; the client answers; the server closes TCP."""
+    from quart_app.transport_ws import close_all
+
+    address, svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(frame('{"action":"ping"}'))
+    await ws.recv_json()
+    closing = asyncio.ensure_future(close_all(svc, 1012, "Server restarting"))
+    assert await ws.recv_close(answer=False) == (1012, "Server restarting")
+    ws.send(frame('{"action":"ping"}'))                   # ignored: the server is closing
+    ws.send(frame(struct.pack(">H", 1012), opcode=0x8))
+    assert await ws.closed_by_server(timeout=2)
+    await asyncio.wait_for(closing, 5)
+    assert not svc.ws_sessions
+
+
+async def test_everything_else_still_reaches_hypercorn_and_quart(server, token):
+    address, _ = server
+    host, port = address.split(":")
+
+    async def exchange(request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        return data
+
+    health = await exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert health.startswith(b"HTTP/1.1 200")
+    # Two pipelined requests in one packet: both answered (the first head is replayed).
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n"
+                 b"Connection: close\r\n\r\n")
+    body = await asyncio.wait_for(reader.read(), 5)
+    assert body.count(b"HTTP/1.1 200") == 2
+    writer.close()
+    # A request with a body, sent in pieces.
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps({"type": "share_submitted", "user_id": 1, "data": {}}).encode()
+    writer.write(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n")
+    await asyncio.sleep(0.05)
+    writer.write(payload)
+    status = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
+    assert status.split()[1] in (b"401", b"403")  # reached the API (which wants its key)
+    writer.close()
+    # /ws without a proper upgrade: Quart's route answers it, not the direct endpoint.
+    plain = await exchange(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not plain.startswith(b"HTTP/1.1 101")
+    old = await exchange(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: " + KEY.encode()
+                         + b"\r\nSec-WebSocket-Version: 8\r\n\r\n")
+    assert not old.startswith(b"HTTP/1.1 101")
+
+
+async def test_deflate_setting_keeps_websockets_on_the_quart_route(settings, token):
+    async with serve_app(with_env(settings, ws_deflate=True)) as (address, app):
+        async with ws_client(address, token(1)) as ws:
+            assert ws.ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith(
+                "permessage-deflate")
+            assert (await ws.subscribe("mining"))["type"] == "subscribed"
+            [session] = app.extensions["pulse"].ws_sessions.values()
+            assert isinstance(session.endpoint, QuartEndpoint)
+
+
+def test_parse_upgrade_takes_only_well_formed_ws_upgrades():
+    good = (b"GET /ws?token=a%2Bb&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
+            b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: " + KEY.encode()
+            + b"\r\nSec-WebSocket-Version: 13\r\nCookie: a=1\r\nCookie: access_token=tok\r\n"
+            b"Authorization: Bearer zz\r\n\r\n")
+    upgrade = parse_upgrade(good)
+    assert upgrade is not None and upgrade.args == {"token": "a+b", "x": "1"}
+    assert upgrade.cookies["access_token"] == "tok" and upgrade.token() == "a+b"
+    assert parse_upgrade(good.replace(b"?token=a%2Bb&x=1", b"")).token() == "tok"
+    for bad in (good.replace(b"GET", b"POST"), good.replace(b"/ws?", b"/wss?"),
+                good.replace(b"Version: 13", b"Version: 8"),
+                good.replace(KEY.encode(), b"short"),
+                good.replace(b"Upgrade: WebSocket", b"Upgrade: h2c"),
+                good.replace(b"keep-alive, Upgrade", b"keep-alive"),
+                good.replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1),
+                good.replace(b"Host: h", b"Content-Length: 3"),
+                good.replace(b"Host: h", b"Host h"),
+                b"\x16\x03\x01garbage\r\n\r\n"):
+        assert parse_upgrade(bad) is None, bad
