@@ -65,6 +65,7 @@ def build_client(out_dir: str) -> str:
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise SystemExit("bench: gcc not found (apt-get install gcc)")
+    os.makedirs(out_dir, exist_ok=True)
     binary = os.path.join(out_dir, "wsclient")
     source = os.path.join(HERE, "wsclient.c")
     if not os.path.exists(binary) or os.path.getmtime(binary) < os.path.getmtime(source):

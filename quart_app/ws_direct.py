@@ -400,6 +400,17 @@ class _Replay:
         return await self._reader.read(n)
 
 
+class _Detached:
+    """What a handed-over StreamWriter is left holding instead of the live transport."""
+
+    @staticmethod
+    def is_closing() -> bool:
+        return True
+
+
+_DETACHED = _Detached()
+
+
 def _services_of(app: Any) -> Any:
     """The Pulse services behind Hypercorn's app wrapper, if this is Pulse."""
     quart = getattr(app, "app", app)
@@ -448,8 +459,13 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
         return
     transport = writer.transport
     protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
-    if hasattr(type(writer), "__del__"):  # newer Pythons close the transport with the writer
-        protocol._keep = writer
+    if hasattr(type(writer), "__del__"):
+        # Python closes a StreamWriter's transport when the writer is collected; the socket
+        # lives on here, so detach the writer from it (or, failing that, keep it alive).
+        if hasattr(writer, "_transport"):
+            writer._transport = _DETACHED
+        else:
+            protocol._keep = writer
     transport.set_protocol(protocol)
     transport.resume_reading()
     transport.write(upgrade.response())
