@@ -41,8 +41,6 @@ log = logging.getLogger("pulse.ws")
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD_BYTES = 16 * 1024
-PROTOCOL_ERROR = 1002
-INVALID_DATA = 1007
 
 _AUTH, _OPEN, _CLOSING, _CLOSED = range(4)
 
@@ -249,9 +247,9 @@ class DirectWebSocket(asyncio.Protocol):
                 head += 8
             problem = None
             if not b1 & 0x80:
-                problem = (PROTOCOL_ERROR, "Client frames must be masked")
+                problem = (CloseCode.PROTOCOL_ERROR, "Client frames must be masked")
             elif b0 & 0x70:
-                problem = (PROTOCOL_ERROR, "Reserved bits set without an extension")
+                problem = (CloseCode.PROTOCOL_ERROR, "Reserved bits set without an extension")
             elif length > self.max_message:
                 problem = (CloseCode.MESSAGE_TOO_BIG,
                            f"Message too big (max {self.max_message} bytes)")
@@ -288,7 +286,7 @@ class DirectWebSocket(asyncio.Protocol):
     def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
         if opcode >= 0x8:
             if not fin or len(payload) > 125:
-                return self._fail(PROTOCOL_ERROR, "Invalid control frame")
+                return self._fail(CloseCode.PROTOCOL_ERROR, "Invalid control frame")
             if opcode == 0x8:
                 return self._close_received(payload)
             if opcode == 0x9:
@@ -297,10 +295,10 @@ class DirectWebSocket(asyncio.Protocol):
                 return None
             if opcode == 0xA:
                 return None
-            return self._fail(PROTOCOL_ERROR, f"Unknown opcode {opcode}")
+            return self._fail(CloseCode.PROTOCOL_ERROR, f"Unknown opcode {opcode}")
         if opcode == 0x0:
             if self._frag is None:
-                return self._fail(PROTOCOL_ERROR, "Continuation frame without a message")
+                return self._fail(CloseCode.PROTOCOL_ERROR, "Continuation frame without a message")
             self._frag.append(payload)
             if sum(map(len, self._frag)) > self.max_message:
                 return self._fail(CloseCode.MESSAGE_TOO_BIG,
@@ -312,13 +310,13 @@ class DirectWebSocket(asyncio.Protocol):
             self._frag = None
         elif opcode in (0x1, 0x2):
             if self._frag is not None:
-                return self._fail(PROTOCOL_ERROR, "New message before the last one ended")
+                return self._fail(CloseCode.PROTOCOL_ERROR, "New message before the last one ended")
             if not fin:
                 self._frag = [payload]
                 self._frag_op = opcode
                 return None
         else:
-            return self._fail(PROTOCOL_ERROR, f"Unknown opcode {opcode}")
+            return self._fail(CloseCode.PROTOCOL_ERROR, f"Unknown opcode {opcode}")
         if self.state >= _CLOSING:
             return None  # we are closing: the client's data no longer matters
         message: str | bytes = payload
@@ -326,7 +324,7 @@ class DirectWebSocket(asyncio.Protocol):
             try:
                 message = payload.decode()
             except UnicodeDecodeError:
-                return self._fail(INVALID_DATA, "Invalid UTF-8 in a text frame")
+                return self._fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame")
         self._message(message)
         return None
 

@@ -304,3 +304,15 @@ def test_parse_upgrade_takes_only_well_formed_ws_upgrades():
                 good.replace(b"Host: h", b"Host h"),
                 b"\x16\x03\x01garbage\r\n\r\n"):
         assert parse_upgrade(bad) is None, bad
+
+
+def test_close_codes_are_mirrored_in_the_browser_client():
+    import re
+    from pathlib import Path
+
+    from quart_app.protocol import CloseCode
+
+    source = (Path(__file__).parent.parent / "static/js/codes.js").read_text()
+    mirrored = {name: int(code) for name, code in re.findall(r"^\s+([A-Z_]+): (\d+),", source,
+                                                              re.M)}
+    assert mirrored == {code.name: code.value for code in CloseCode}
