@@ -16,6 +16,7 @@ from .gamification import level_start, level_title
 
 MAX_EVENTS = 10
 STATS_PUSH_SECONDS = 1.0
+QUIET_MAX_AGE_SECONDS = 3600.0
 
 
 def cache_key(user_id: int) -> str:
@@ -74,8 +75,26 @@ async def get_stats(svc, user_id: int) -> dict:
     """Cached stats: what ``GET /dashboard/stats`` and the ``dashboard`` snapshot answer."""
     entry = await svc.cache.get(cache_key(user_id))
     if entry is not None and entry.get("gen") == await svc.cache.get(_generation_key(user_id)):
-        return entry["stats"]
-    return await refresh_stats(svc, user_id)
+        stats = entry["stats"]
+    else:
+        stats = await refresh_stats(svc, user_id)
+    stats_pusher(svc).note(user_id, stats)
+    return stats
+
+
+async def network_marker(db) -> tuple[float, int]:
+    """The network figures as ``compute_stats`` reports them."""
+    row = await db.fetch_one("network_state", {})
+    return float(row["network_diff"] or 0.0), int(row["network_height"] or 0)
+
+
+def _basis(stats: dict) -> tuple:
+    """What a user's stats can drift with while no event of theirs lands: the UTC day (shares
+    today/yesterday, the week's best), the network, and — unless the user is quiet (no hashrate
+    now, no change against the last 24 h: no samples in the windows) — the clock itself."""
+    quiet = stats["hashrate"] == 0 and stats["hashrate_change"] == 0
+    return (utcnow().date(), stats["network_diff"], stats["network_height"], quiet,
+            time.monotonic())
 
 
 async def refresh_stats(svc, user_id: int) -> dict:
@@ -112,6 +131,19 @@ class StatsPusher:
         self._sent_at: dict[int, float] = {}
         self._sent: dict[int, dict] = {}
         self._pending: set[int] = set()
+        self._basis: dict[int, tuple] = {}
+
+    def note(self, user_id: int, stats: dict) -> None:
+        """``stats`` were just computed (or read fresh from the cache) for ``user_id``."""
+        self._basis[user_id] = _basis(stats)
+
+    def may_drift(self, user_id: int, today, network: tuple[float, int]) -> bool:
+        """Could the user's stats differ from the last ones computed, with no event of theirs?
+        False only for a quiet user computed today, with the current network figures, less
+        than ``QUIET_MAX_AGE_SECONDS`` ago (the safety net for what no rule here foresaw)."""
+        basis = self._basis.get(user_id)
+        return (basis is None or not basis[3] or basis[0] != today or basis[1:3] != network
+                or time.monotonic() - basis[4] > QUIET_MAX_AGE_SECONDS)
 
     async def touch(self, user_id: int) -> None:
         await invalidate_stats(self._svc, user_id)
@@ -132,6 +164,7 @@ class StatsPusher:
 
     async def refresh(self, user_id: int) -> bool:
         stats = await refresh_stats(self._svc, user_id)
+        self.note(user_id, stats)
         if stats == self._sent.get(user_id):
             return False
         if time.monotonic() - self._sent_at.get(user_id, -1e9) < self._min_interval:
@@ -143,11 +176,12 @@ class StatsPusher:
     def forget_except(self, user_ids: set[int]) -> None:
         """Drop what we remember about users who are neither connected nor pending."""
         keep = user_ids | self._pending
-        for table in (self._sent, self._sent_at):
+        for table in (self._sent, self._sent_at, self._basis):
             for user_id in [uid for uid in table if uid not in keep]:
                 del table[user_id]
 
     async def _push(self, user_id: int, stats: dict) -> None:
+        self.note(user_id, stats)
         self._sent_at[user_id] = time.monotonic()
         self._sent[user_id] = stats
         await self._svc.publish("dashboard", {"type": "stats_update", "user_id": user_id,

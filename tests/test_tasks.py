@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from quart_app import tasks
+from quart_app import dashboard, tasks
 from quart_app.auth import Principal
-from quart_app.db_values import db_date, utcnow
+from quart_app.db_values import db_date, db_time, utcnow
 from quart_app.hub import Connection
 from quart_app.outbox import Outbox
 
@@ -102,7 +102,15 @@ async def test_aggregator_publishes_stats_that_changed(app):
 
     await svc.db.execute("share_day_add", {"user_id": 3, "shares": 7, "difficulty": 0.0,
                                            "day": db_date(svc.db, utcnow().date())})
-    assert await tasks.aggregate_once(svc) == 1    # a change made behind ingest's back...
+    # A change made behind ingest's back: user 3 is quiet (no hashrate samples), computed
+    # today with today's network figures, so the aggregator does not look...
+    assert await tasks.aggregate_once(svc) == 0
+    # ...until the basis is an hour old (or the day rolls over, or the network moves).
+    pusher = svc.stats_pusher
+    day, diff, height, quiet, at = pusher._basis[3]
+    assert quiet
+    pusher._basis[3] = (day, diff, height, quiet, at - dashboard.QUIET_MAX_AGE_SECONDS - 1)
+    assert await tasks.aggregate_once(svc) == 1
 
     async def two_pushes():
         pushes = await of_type(app, "dashboard", "stats_update")
@@ -160,13 +168,58 @@ async def test_aggregator_works_through_subscribers_in_bounded_batches(monkeypat
             seen.append(user_id)
             return 0
 
+        def may_drift(self, user_id, today, network):
+            return True
+
         def forget_except(self, users):
             pass
 
     conns = [SimpleNamespace(user_id=u, subs={"dashboard": None}) for u in (5, 1, 3)]
     conns.append(SimpleNamespace(user_id=9, subs={"mining": None}))  # not on dashboard
-    svc = SimpleNamespace(hub=SimpleNamespace(connections=lambda: conns))
+    svc = SimpleNamespace(hub=SimpleNamespace(connections=lambda: conns), db=None)
+
+    async def network(db):
+        return (0.0, 0)
+
     monkeypatch.setattr(tasks, "stats_pusher", lambda _svc: Pusher())
+    monkeypatch.setattr(tasks, "network_marker", network)
     for _ in range(3):
         await tasks.aggregate_once(svc, limit=2)
     assert seen == [1, 3, 5, 1, 3, 5]
+
+
+async def test_aggregator_skips_quiet_users_until_the_network_or_the_clock_moves(app):
+    """10,000 idle dashboards must not cost a query each per cycle: only users whose stats can
+    drift without an event are refreshed (bench/RESULTS.md: idle CPU)."""
+    svc = svc_of(app)
+    quiet, busy = _dashboard_viewer(svc, 21), _dashboard_viewer(svc, 22)
+    for conn in (quiet, busy):
+        await svc.hub.subscribe(conn, "dashboard")
+    await ingest(app, "new_miner", 21)
+    await ingest(app, "new_miner", 22)
+    await svc.db.execute("hashrate_sample_insert", {
+        "user_id": 22, "hashrate": 5e12,
+        "now": db_time(svc.db, utcnow() - timedelta(minutes=2))})
+    refreshed: list[int] = []
+    real = svc.stats_pusher.refresh
+
+    async def spy(user_id):
+        refreshed.append(user_id)
+        return await real(user_id)
+
+    svc.stats_pusher.refresh = spy
+    await tasks.aggregate_once(svc)
+    assert sorted(refreshed) == [21, 22]           # first look at both
+    refreshed.clear()
+    await tasks.aggregate_once(svc)
+    assert refreshed == [22]                       # 22's hashrate window moves with the clock
+    refreshed.clear()
+    await svc.db.execute("network_set", {"key": "height", "value": 900_001})
+    assert await tasks.aggregate_once(svc) == 2    # the network moved: everyone's stats changed
+    assert sorted(refreshed) == [21, 22]
+
+    async def new_height_pushed():
+        pushes = await of_type(app, "dashboard", "stats_update")
+        return [p for p in pushes if p["user_id"] == 21 and p["network_height"] == 900_001]
+
+    assert await eventually(new_height_pushed, 3.0)   # within a second of the previous push
