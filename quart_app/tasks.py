@@ -55,7 +55,7 @@ async def aggregate_once(svc, limit: int = AGGREGATE_PER_CYCLE) -> int:
     """Refresh up to ``limit`` local ``dashboard`` subscribers whose stats may have drifted,
     continuing where the last cycle stopped; return how many changed."""
     pusher = stats_pusher(svc)
-    users = {conn.user_id for conn in svc.hub.connections() if "dashboard" in conn.subs}
+    users = _dashboard_users(svc)
     network = await network_marker(svc.db)
     today = utcnow().date()
     ordered = sorted(u for u in users if pusher.may_drift(u, today, network))
@@ -68,8 +68,13 @@ async def aggregate_once(svc, limit: int = AGGREGATE_PER_CYCLE) -> int:
         changed += await pusher.refresh(user_id)
     if batch:
         _cursor[id(svc)] = batch[-1]
-    pusher.forget_except(users)
+    # Users who subscribed while this cycle awaited are remembered too (not just ``users``).
+    pusher.forget_except(_dashboard_users(svc))
     return changed
+
+
+def _dashboard_users(svc) -> set[int]:
+    return {conn.user_id for conn in svc.hub.connections() if "dashboard" in conn.subs}
 
 
 async def uninterrupted(coro, grace: float = 5.0):
