@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -527,6 +528,11 @@ def parse_args(argv=None):
     p.add_argument("--keep-work", action="store_true")
     p.add_argument("--client-busy-poll", action="store_true",
                    help="the client never sleeps in epoll_wait (isolates wake-up cost)")
+    p.add_argument("--lo-rps", default=None, metavar="MASK",
+                   help="experiment (root): steer loopback receive processing to these CPUs "
+                        "(hex mask into /sys/class/net/lo/queues/rx-0/rps_cpus, restored at "
+                        "the end), so the clients' side of TCP is not charged to the server's "
+                        "core; e.g. 2 = CPU 1, the client's")
     return p.parse_args(argv)
 
 
@@ -568,16 +574,12 @@ async def main(argv=None) -> dict:
     tokens = os.path.join(args.out, "tokens.txt")
     write_tokens(tokens, max(sizes + sse_sizes))
     cases = []
-    for kind in args.servers.split(","):
-        for mode in args.transports.split(","):
-            if kind == "baseline" and mode == "sse":
-                continue
-            for n in (sse_sizes if mode == "sse" else sizes):
-                for workers in ([int(w) for w in args.workers.split(",")]
-                                if kind == "pulse" else [1]):
-                    cases.append(await run_case(args, kind, mode, n, workers, binary, tokens))
-    result = {"machine": machine(), "source": args.source, "command": " ".join([os.path.basename(sys.executable)]
-                                                        + sys.argv), "cases": cases}
+    with loopback_rps(args.lo_rps):
+        for case in case_list(args, sizes, sse_sizes):
+            cases.append(await run_case(args, *case, binary, tokens))
+    result = {"machine": machine(), "source": args.source, "lo_rps": args.lo_rps,
+              "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+              "cases": cases}
     path = args.json or os.path.join(
         args.out, f"result-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json")
     with open(path, "w") as fh:
@@ -585,6 +587,40 @@ async def main(argv=None) -> dict:
     print(markdown_table(result))
     print(f"\nwritten: {path}", file=sys.stderr)
     return result
+
+
+RPS_PATH = "/sys/class/net/lo/queues/rx-0/rps_cpus"
+
+
+@contextlib.contextmanager
+def loopback_rps(mask: str | None):
+    """Set loopback RPS for the run and put the old value back, whatever happens."""
+    if mask is None:
+        yield
+        return
+    with open(RPS_PATH) as fh:
+        old = fh.read().strip()
+    with open(RPS_PATH, "w") as fh:
+        fh.write(mask)
+    print(f"bench: loopback RPS {old} -> {mask}", file=sys.stderr)
+    try:
+        yield
+    finally:
+        with open(RPS_PATH, "w") as fh:
+            fh.write(old)
+
+
+def case_list(args, sizes, sse_sizes) -> list[tuple]:
+    cases = []
+    for kind in args.servers.split(","):
+        for mode in args.transports.split(","):
+            if kind == "baseline" and mode == "sse":
+                continue
+            for n in (sse_sizes if mode == "sse" else sizes):
+                for workers in ([int(w) for w in args.workers.split(",")]
+                                if kind == "pulse" else [1]):
+                    cases.append((kind, mode, n, workers))
+    return cases
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import websockets
 from quart_app.transport_ws import QuartEndpoint
 from quart_app.ws_direct import DirectWebSocket, parse_upgrade
 
-from .conftest import serve_app, with_env, ws_client
+from .conftest import API_KEY, serve_app, with_env, ws_client
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
@@ -265,6 +265,17 @@ async def test_everything_else_still_reaches_hypercorn_and_quart(server, token):
     writer.write(payload)
     status = await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)
     assert status.split()[1] in (b"401", b"403")  # reached the API (which wants its key)
+    writer.close()
+    # A large body in the same packet as its head: replayed intact (the refusal names the
+    # unknown field that closes the 50 KB document, so all of it was parsed).
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps({"type": "share_submitted", "user_id": 1, "data": {},
+                          "padding": "x" * 50_000, "zz_unknown_field": 1}).encode()
+    writer.write(b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"X-API-Key: " + API_KEY.encode() + b"\r\nConnection: close\r\n"
+                 b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.split()[1] in (b"400", b"422") and b"zz_unknown_field" in answer, answer[:300]
     writer.close()
     # /ws without a proper upgrade: Quart's route answers it, not the direct endpoint.
     plain = await exchange(b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n")
