@@ -49,13 +49,22 @@ _AUTH, _OPEN, _CLOSING, _CLOSED = range(4)
 class Upgrade:
     """A ``GET /ws`` WebSocket upgrade request, parsed from the request head."""
 
-    __slots__ = ("key", "args", "cookies", "headers")
+    __slots__ = ("key", "args", "cookies", "headers", "query", "raw_headers")
 
-    def __init__(self, key: str, args: dict, cookies: Any, headers: dict) -> None:
+    def __init__(self, key: str, args: dict, cookies: Any, headers: dict, query: str = "",
+                 raw_headers: list | None = None) -> None:
         self.key = key
         self.args = args
         self.cookies = cookies
         self.headers = headers
+        self.query = query
+        self.raw_headers = raw_headers or []
+
+    def scope(self, client: Any) -> dict:
+        """An ASGI-shaped scope, for Hypercorn's access log (which redacts the token)."""
+        return {"type": "websocket", "http_version": "1.1", "scheme": "ws", "path": "/ws",
+                "query_string": self.query.encode("latin-1"), "headers": self.raw_headers,
+                "client": tuple(client[:2]) if isinstance(client, tuple) else None}
 
     def token(self) -> str | None:
         return token_from_request(self.args, self.cookies, self.headers)
@@ -79,6 +88,7 @@ def parse_upgrade(head: bytes) -> Upgrade | None:
     if method != "GET" or path != "/ws" or version != "HTTP/1.1":
         return None
     headers: dict[str, str] = {}
+    raw_headers: list[tuple[bytes, bytes]] = []
     for line in lines:
         if not line:
             continue
@@ -87,6 +97,7 @@ def parse_upgrade(head: bytes) -> Upgrade | None:
             return None  # malformed: Hypercorn answers it
         name = name.lower()
         value = value.strip()
+        raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
         if name in headers:
             headers[name] += ("; " if name == "cookie" else ", ") + value
         else:
@@ -108,7 +119,7 @@ def parse_upgrade(head: bytes) -> Upgrade | None:
     args = dict(parse_qsl(query, keep_blank_values=True))
     cookies = parse_cookie(headers.get("cookie", ""))
     auth = {"Authorization": headers["authorization"]} if "authorization" in headers else {}
-    return Upgrade(key, args, cookies, auth)
+    return Upgrade(key, args, cookies, auth, query, raw_headers)
 
 
 # -- frames --------------------------------------------------------------------------------
@@ -431,6 +442,7 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
     if svc is None or svc.settings.ws_deflate:
         await original(app, loop, config, context, state, reader, writer)
         return
+    started = loop.time()
     try:
         async with asyncio.timeout(config.keep_alive_timeout):
             head = await reader.readuntil(b"\r\n\r\n")
@@ -468,3 +480,6 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
     transport.resume_reading()
     transport.write(upgrade.response())
     protocol.start(upgrade, pending)
+    if config.accesslog is not None:
+        await config.log.access(upgrade.scope(transport.get_extra_info("peername")),
+                                {"status": 101, "headers": []}, loop.time() - started)

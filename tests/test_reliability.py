@@ -281,5 +281,11 @@ async def test_tokens_never_reach_the_logs(tmp_path):
     assert "/history" in text and "[redacted]" in text
     assert token not in text and "not.a.valid-token" not in text
     assert token.split(".")[2] not in text
+    # Both upgrades were served by the direct endpoint and still have their access lines.
+    upgrades = [line["msg"] for line in (json.loads(raw) for raw in text.splitlines()
+                                         if raw.startswith("{"))
+                if line.get("logger") == "pulse.access" and "/ws" in line["msg"]]
+    assert len(upgrades) == 2 and all('"GET /ws?token=[redacted]" 101' in msg
+                                      for msg in upgrades), upgrades
     json_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert any(line.get("conn_id") for line in json_lines)  # structured, with a connection id
