@@ -10,10 +10,11 @@
    straight to the transport, coalesced per loop iteration, instead of an ASGI message and a
    wsproto framing per client. Close frames and everything else still go through Hypercorn.
 
-3. **The direct ``/ws`` endpoint.** Each new connection's first request is looked at before
-   Hypercorn's; a well-formed ``/ws`` upgrade is served by :mod:`quart_app.ws_direct` with no
-   task, queue or ASGI machinery per connection (hook 2 then only serves ``/ws`` requests that
-   reach Quart: with ``PULSE_WS_DEFLATE=true``, or a second request on a kept-alive socket).
+3. **The direct endpoints.** Each new connection's first request is looked at before
+   Hypercorn's; a well-formed ``/ws`` upgrade or ``/sse`` request is served by
+   :mod:`quart_app.direct` with no task, queue or ASGI machinery per connection (hook 2 then
+   only serves ``/ws`` requests that reach Quart: with ``PULSE_WS_DEFLATE=true``, or a second
+   request on a kept-alive socket).
 
 All are applied by :func:`install`, idempotently; without them (another ASGI server, the Quart
 test client) the service falls back to ``websocket.send`` from a writer task.
@@ -56,7 +57,7 @@ def install(deflate: bool = False) -> None:
 
     from hypercorn.asyncio import run
 
-    from .ws_direct import wrap_tcp_server
+    from .direct import wrap_tcp_server
 
     run.TCPServer = wrap_tcp_server(run.TCPServer)  # type: ignore[attr-defined]
 

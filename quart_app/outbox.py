@@ -7,11 +7,11 @@ consumer (4008) and recovers from history when it comes back.
 
 Two ways to empty an outbox:
 
-* **direct** (a real Hypercorn socket): the :class:`Flusher` writes everything queued during this
-  loop iteration as one ``transport.write`` of pre-framed bytes — no task, no ASGI message, no
-  per-client framing. While the kernel buffer is above the high-water mark it stops writing and
+* **direct** (a socket Pulse owns: see ws_direct.py): the :class:`Flusher` writes everything
+  queued during this loop iteration as one ``transport.write`` of pre-framed bytes — no task, no
+  ASGI message, no per-client framing (for an SSE stream: one HTTP chunk of SSE records). While the kernel buffer is above the high-water mark it stops writing and
   lets the outbox fill instead.
-* **awaited** (SSE, and WebSocket servers without the direct path): a consumer coroutine awaits
+* **awaited** (streams served through Quart): a consumer coroutine awaits
   :meth:`Outbox.drain` and gets everything queued so far as one batch.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def conflation_key(item: Any) -> tuple | None:
 
 
 class Outbox:
-    __slots__ = ("_items", "_limit", "_waiter", "_direct", "_flusher", "_on_overflow",
+    __slots__ = ("_items", "_limit", "_waiter", "_direct", "_flusher", "_render", "_on_overflow",
                  "closed", "conflated", "_metrics")
 
     def __init__(self, limit: int, on_overflow: Callable[[], None], metrics: Any = None) -> None:
@@ -42,15 +42,19 @@ class Outbox:
         self._waiter: asyncio.Future | None = None
         self._direct: Any = None          # a transport, for the direct path
         self._flusher: Flusher | None = None
+        self._render: Callable[[list], bytes] | None = None
         self._on_overflow = on_overflow
         self._metrics = metrics
         self.closed = False
         self.conflated = 0
 
-    def use_transport(self, transport: Any, flusher: "Flusher") -> None:
-        """Switch to the direct path: ``transport.write`` of pre-framed WebSocket bytes."""
+    def use_transport(self, transport: Any, flusher: "Flusher",
+                      render: Callable[[list], bytes] | None = None) -> None:
+        """Switch to the direct path: ``transport.write`` of the queued items' pre-framed
+        WebSocket bytes, or of ``render(items)`` (an SSE stream's HTTP chunk)."""
         self._direct = transport
         self._flusher = flusher
+        self._render = render
         if self._items:
             flusher.mark(self)
 
@@ -124,7 +128,9 @@ class Outbox:
         if transport.get_write_buffer_size() > high_water:
             return False
         items, self._items = self._items, []
-        if len(items) == 1:
+        if self._render is not None:
+            transport.write(self._render(items))
+        elif len(items) == 1:
             transport.write(items[0].ws_frame())
         else:
             transport.write(b"".join([item.ws_frame() for item in items]))

@@ -5,15 +5,24 @@ frames as ``data:`` lines. Each publication carries an ``id:`` cursor naming the
 every channel of the stream (``dashboard:12,mining:40``); the browser sends it back as
 ``Last-Event-ID`` when it reconnects, and the stream resumes exactly like ``subscribe`` with
 ``since``. A comment line goes out when the stream was quiet for the heartbeat interval.
+
+Two writers share one :class:`Stream`: the Quart route (a generator that drains the outbox) and,
+for a stream that is the first request of its connection under Hypercorn, the direct endpoint
+(:class:`DirectStream`, see direct.py): the hub's flusher writes each batch as one HTTP chunk,
+with no task per stream.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from email.utils import formatdate
+from typing import Any
 
 from quart import Blueprint, make_response, request
 
 from . import channels
+from .auth import Principal, verify_token
 from .errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
 from .hub import Connection, LimitExceeded
 from .outbox import Outbox
@@ -60,8 +69,7 @@ def format_cursor(cursor: dict[str, int]) -> bytes:
     return ",".join(f"{ch}:{off}" for ch, off in cursor.items()).encode()
 
 
-def _requested_channels() -> list[str]:
-    raw = request.args.get("channels", "")
+def requested_channels(raw: str) -> list[str]:
     names = [name.strip() for name in raw.split(",") if name.strip()]
     if not names:
         raise BadRequest("Query parameter 'channels' is required, e.g. ?channels=dashboard,mining")
@@ -70,22 +78,80 @@ def _requested_channels() -> list[str]:
     return list(dict.fromkeys(names))
 
 
-@bp.get("/sse")
-async def sse_stream():
-    svc = services()
-    principal = current_principal()
-    names = _requested_channels()
+class Stream:
+    """One SSE stream as the hub sees it, whoever writes its bytes (Quart's response or the
+    direct endpoint in ws_direct.py)."""
+
+    __slots__ = ("svc", "conn", "outbox", "positions", "last_write", "on_end", "ended")
+
+    def __init__(self, svc, conn: Connection, positions: dict[str, int]) -> None:
+        self.svc = svc
+        self.conn = conn
+        self.outbox = conn.outbox
+        # The cursor names, per channel, the last offset this stream has actually written: the
+        # client's own position until a channel's replay and ack have gone out.
+        self.positions = positions
+        self.last_write = time.monotonic()
+        self.on_end: Any = None  # the direct endpoint's: end the HTTP response now
+        self.ended = False
+
+    def preamble(self) -> bytes:
+        return b"retry: %d\n: connected\n\n" % self.svc.settings.liveness.sse_retry_ms
+
+    def render(self, items: list) -> bytes:
+        """Queued items as SSE records, each publication after its ``id:`` cursor line."""
+        chunks = []
+        positions = self.positions
+        for item in items:
+            ack = item.ack
+            if ack is not None:
+                positions[ack[0]] = ack[1]
+            elif item.offset is not None:
+                positions[item.channel] = item.offset
+                chunks.append(b"id: " + format_cursor(positions) + b"\n")
+            chunks.append(item.sse_data())
+        self.last_write = time.monotonic()
+        return b"".join(chunks)
+
+    def beat(self, now: float) -> None:
+        if now - self.last_write >= self.svc.settings.liveness.sse_heartbeat_seconds:
+            self.outbox.push(HEARTBEAT)
+
+    def end(self, *_: Any) -> None:
+        """Shutdown, recovery (4010's SSE equivalent) or a slow consumer: the stream ends and
+        the browser reconnects with its Last-Event-ID."""
+        self.outbox.close()
+        if self.on_end is not None:
+            self.on_end()
+
+    def close(self) -> None:
+        """The stream is over: forget it everywhere. Idempotent."""
+        if self.ended:
+            return
+        self.ended = True
+        svc = self.svc
+        svc.sse_heartbeats.discard(self.beat)
+        svc.sse_closers.discard(self.end)
+        svc.hub.disconnect(self.conn)
+
+
+async def open_stream(svc, principal: Principal, channel_list: str,
+                      last_event_id: str | None) -> Stream:
+    """Check, register and subscribe a stream; the HTTP error to answer otherwise."""
+    names = requested_channels(channel_list)
     for name in names:
         problem = channels.check(name, principal)
         if problem:
             raise (Forbidden if problem.startswith("Forbidden") else BadRequest)(problem)
-    cursor = parse_cursor(request.headers.get("Last-Event-ID")
-                          or request.args.get("last_event_id"))
+    cursor = parse_cursor(last_event_id)
     if svc.shutting_down:
         raise ServiceUnavailable("Server is shutting down")
+    stream: Stream | None = None
 
     def on_overflow() -> None:
         svc.metrics.slow_consumer_closes += 1
+        if stream is not None and stream.on_end is not None:
+            asyncio.get_running_loop().call_soon(stream.on_end)
 
     outbox = Outbox(svc.settings.limits.outbox_messages, on_overflow, svc.metrics)
     conn = Connection(principal, outbox, "sse")
@@ -102,50 +168,112 @@ async def sse_stream():
         raise ServiceUnavailable("Temporarily unavailable: cannot subscribe") from None
     if "dashboard" in names:
         await send_snapshot(svc, conn)
-    # The cursor names, per channel, the last offset this stream has actually written: the
-    # client's own position until a channel's replay and ack have gone out.
-    positions = {name: cursor[name] for name in names if name in cursor}
-    heartbeat = svc.settings.liveness.sse_heartbeat_seconds
-    last_write = [time.monotonic()]
+    stream = Stream(svc, conn, {name: cursor[name] for name in names if name in cursor})
+    conn.closer = stream.end
+    svc.sse_heartbeats.add(stream.beat)
+    svc.sse_closers.add(stream.end)
+    return stream
 
-    def beat(now: float) -> None:
-        if now - last_write[0] >= heartbeat:
-            outbox.push(HEARTBEAT)
 
-    def end() -> None:
-        outbox.close()
+@bp.get("/sse")
+async def sse_stream():
+    svc = services()
+    stream = await open_stream(svc, current_principal(), request.args.get("channels", ""),
+                               request.headers.get("Last-Event-ID")
+                               or request.args.get("last_event_id"))
 
-    conn.closer = lambda code, reason: outbox.close()
-    svc.sse_heartbeats.add(beat)
-    svc.sse_closers.add(end)
-
-    async def stream():
+    async def body():
         try:
-            yield b"retry: %d\n: connected\n\n" % svc.settings.liveness.sse_retry_ms
+            yield stream.preamble()
             while True:
-                items = await outbox.drain()
+                items = await stream.outbox.drain()
                 if not items:
                     return  # closed: shutdown, slow consumer or recovery
-                chunks = []
-                for item in items:
-                    ack = item.ack
-                    if ack is not None:
-                        positions[ack[0]] = ack[1]
-                    elif item.offset is not None:
-                        positions[item.channel] = item.offset
-                        chunks.append(b"id: " + format_cursor(positions) + b"\n")
-                    chunks.append(item.sse_data())
-                last_write[0] = time.monotonic()
-                yield b"".join(chunks)
+                yield stream.render(items)
         finally:
-            svc.sse_heartbeats.discard(beat)
-            svc.sse_closers.discard(end)
-            svc.hub.disconnect(conn)
+            stream.close()
 
-    response = await make_response(stream(), 200, {
-        "Content-Type": "text/event-stream; charset=utf-8",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    })
+    response = await make_response(body(), 200, dict(RESPONSE_HEADERS))
     response.timeout = None
     return response
+
+
+RESPONSE_HEADERS = (
+    ("Content-Type", "text/event-stream; charset=utf-8"),
+    ("Cache-Control", "no-cache"),
+    ("X-Accel-Buffering", "no"),
+)
+
+
+# -- the direct endpoint (see direct.py) ---------------------------------------------------
+def _response_head() -> bytes:
+    lines = [b"HTTP/1.1 200 OK"] + [f"{k}: {v}".encode() for k, v in RESPONSE_HEADERS]
+    lines += [b"Transfer-Encoding: chunked", b"Date: " + formatdate(usegmt=True).encode()]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _chunk(body: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+class DirectStream(asyncio.Protocol):
+    """An SSE stream on a socket Pulse serves itself: one HTTP chunk per flush, no task."""
+
+    __slots__ = ("stream", "transport", "done", "_keep")
+
+    def __init__(self, stream: Stream, transport: Any) -> None:
+        self.stream = stream
+        self.transport = transport
+        self.done = False
+        self._keep: Any = None
+
+    def render(self, items: list) -> bytes:
+        return _chunk(self.stream.render(items))
+
+    def finish(self) -> None:
+        """End the response (the last chunk) and the connection; the browser reconnects."""
+        if self.done:
+            return
+        self.done = True
+        self.stream.close()
+        if not self.transport.is_closing():
+            self.transport.write(b"0\r\n\r\n")
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the client of a stream has nothing more to say; pipelined requests are refused
+
+    def eof_received(self) -> bool:
+        return False  # the client went away: close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done = True
+        self.stream.close()
+
+
+async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> str | None:
+    """Take the connection if its stream opens (``"http"``); None leaves the request to Quart,
+    which answers the same checks' errors (401, 400, 403, 429, 503) itself."""
+    if request.tokens("upgrade") != {""}:
+        return None
+    try:
+        principal = verify_token(svc.settings.jwt_secret, request.token())
+        stream = await open_stream(svc, principal, request.args.get("channels", ""),
+                                   request.headers.get("last-event-id")
+                                   or request.args.get("last_event_id"))
+    except Exception:
+        return None
+    from .direct import hand_over
+
+    transport = writer.transport
+    protocol = DirectStream(stream, transport)
+    hand_over(reader, writer, protocol)
+    if transport.is_closing() or reader.at_eof():  # the client left while we subscribed
+        protocol.done = True
+        stream.close()
+        transport.close()
+        return "http"
+    transport.write(_response_head() + _chunk(stream.preamble()))
+    stream.on_end = protocol.finish
+    stream.outbox.use_transport(transport, svc.flusher, protocol.render)
+    return "http"

@@ -1,22 +1,11 @@
-"""The direct ``/ws`` endpoint: one small asyncio protocol object per WebSocket.
+"""The direct ``/ws`` endpoint: one small asyncio protocol object per WebSocket (see direct.py
+for how a connection gets here).
 
-Served through Quart, every WebSocket costs two Quart tasks, a queue and a request context on
-top of Hypercorn's task, task group, stream pair, h11 and wsproto state: about 37 KiB per idle
-connection, of which Pulse's own state is 2.5 (bench/RESULTS.md). Here, under Hypercorn's
-asyncio worker, the first request of each new connection is read before Hypercorn sees it:
-
-* a well-formed ``GET /ws`` WebSocket upgrade is answered here (``101``), the socket's asyncio
-  transport is handed to a :class:`DirectWebSocket`, and Hypercorn's per-connection task ends.
-  From then on there is no task and no queue for the connection: frames are parsed in
-  ``data_received``, handled by the same :class:`~quart_app.transport_ws.Session` as the Quart
-  route, and publications are written by the hub's flusher straight to the transport;
-* anything else (HTTP, SSE, a malformed or unusual upgrade, ``/ws`` with
-  ``PULSE_WS_DEFLATE=true``) goes to Hypercorn unchanged, the bytes already read replayed first,
-  and from there to Quart (where ``/ws`` still has its route).
-
-Client frames follow RFC 6455 §5: masked, fragmented or not, control frames answered in place
-(ping → pong, close → close). Protocol violations close with 1002, invalid UTF-8 with 1007, a
-message over ``websocket_max_message_size`` with 1009.
+After the ``101``, frames are parsed in ``data_received`` and handled by the same
+:class:`~quart_app.transport_ws.Session` as the Quart route; publications are written by the
+hub's flusher straight to the transport. Client frames follow RFC 6455 §5: masked, fragmented or
+not, control frames answered in place (ping → pong, close → close). Protocol violations close
+with 1002, invalid UTF-8 with 1007, a message over ``websocket_max_message_size`` with 1009.
 """
 from __future__ import annotations
 
@@ -27,11 +16,9 @@ import logging
 import time
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qsl
 
-from werkzeug.http import parse_cookie
-
-from .auth import token_from_request, verify_token
+from .auth import verify_token
+from .direct import Head, hand_over
 from .errors import Unauthorized
 from .protocol import CloseCode
 from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Session, end_session, open_session, \
@@ -40,86 +27,45 @@ from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Session, end_session, open_se
 log = logging.getLogger("pulse.ws")
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MAX_HEAD_BYTES = 16 * 1024
 
 _AUTH, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
 # -- the handshake -------------------------------------------------------------------------
-class Upgrade:
-    """A ``GET /ws`` WebSocket upgrade request, parsed from the request head."""
-
-    __slots__ = ("key", "args", "cookies", "headers", "query", "raw_headers")
-
-    def __init__(self, key: str, args: dict, cookies: Any, headers: dict, query: str = "",
-                 raw_headers: list | None = None) -> None:
-        self.key = key
-        self.args = args
-        self.cookies = cookies
-        self.headers = headers
-        self.query = query
-        self.raw_headers = raw_headers or []
-
-    def scope(self, client: Any) -> dict:
-        """An ASGI-shaped scope, for Hypercorn's access log (which redacts the token)."""
-        return {"type": "websocket", "http_version": "1.1", "scheme": "ws", "path": "/ws",
-                "query_string": self.query.encode("latin-1"), "headers": self.raw_headers,
-                "client": tuple(client[:2]) if isinstance(client, tuple) else None}
-
-    def token(self) -> str | None:
-        return token_from_request(self.args, self.cookies, self.headers)
-
-    def response(self) -> bytes:
-        accept = base64.b64encode(hashlib.sha1(self.key.encode() + WS_GUID).digest())
-        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
-                + b"\r\nDate: " + formatdate(usegmt=True).encode() + b"\r\n\r\n")
-
-
-def parse_upgrade(head: bytes) -> Upgrade | None:
-    """The upgrade this endpoint serves, or None for anything to leave to Hypercorn."""
-    try:
-        text = head.decode("latin-1")
-        request_line, *lines = text.split("\r\n")
-        method, target, version = request_line.split(" ")
-    except ValueError:
+def upgrade_key(request: Head) -> str | None:
+    """The Sec-WebSocket-Key of a well-formed version-13 upgrade, else None."""
+    if "websocket" not in request.tokens("upgrade") or "upgrade" not in request.tokens(
+            "connection"):
         return None
-    path, _, query = target.partition("?")
-    if method != "GET" or path != "/ws" or version != "HTTP/1.1":
+    if request.headers.get("sec-websocket-version") != "13":
         return None
-    headers: dict[str, str] = {}
-    raw_headers: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            return None  # malformed: Hypercorn answers it
-        name = name.lower()
-        value = value.strip()
-        raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
-        if name in headers:
-            headers[name] += ("; " if name == "cookie" else ", ") + value
-        else:
-            headers[name] = value
-    if "content-length" in headers or "transfer-encoding" in headers:
-        return None
-    upgrade = {t.strip().lower() for t in headers.get("upgrade", "").split(",")}
-    connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    if "websocket" not in upgrade or "upgrade" not in connection:
-        return None
-    if headers.get("sec-websocket-version") != "13":
-        return None
-    key = headers.get("sec-websocket-key", "")
+    key = request.headers.get("sec-websocket-key", "")
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
             return None
     except ValueError:
         return None
-    args = dict(parse_qsl(query, keep_blank_values=True))
-    cookies = parse_cookie(headers.get("cookie", ""))
-    auth = {"Authorization": headers["authorization"]} if "authorization" in headers else {}
-    return Upgrade(key, args, cookies, auth, query, raw_headers)
+    return key
+
+
+def accept_response(key: str) -> bytes:
+    accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
+            + b"\r\nDate: " + formatdate(usegmt=True).encode() + b"\r\n\r\n")
+
+
+def serve_websocket(svc, config, request: Head, reader, writer, pending: bytes) -> str | None:
+    """Take the connection if ``request`` is a well-formed upgrade: ``"websocket"``, else None."""
+    key = upgrade_key(request)
+    if key is None:
+        return None
+    transport = writer.transport
+    protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
+    hand_over(reader, writer, protocol)
+    transport.write(accept_response(key))
+    protocol.start(request.token(), pending)
+    return "websocket"
 
 
 # -- frames --------------------------------------------------------------------------------
@@ -159,9 +105,8 @@ class DirectWebSocket(asyncio.Protocol):
         self._keep: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self, upgrade: Upgrade, pending: bytes) -> None:
+    def start(self, token: str | None, pending: bytes) -> None:
         """Right after the 101: authenticate from the request, or wait for an auth frame."""
-        token = upgrade.token()
         if token:
             try:
                 principal = verify_token(self.svc.settings.jwt_secret, token)
@@ -386,100 +331,3 @@ class DirectWebSocket(asyncio.Protocol):
         finally:
             self._busy = None
             self._backlog = None
-
-
-# -- taking connections from Hypercorn ---------------------------------------------------------
-class _Replay:
-    """The reader Hypercorn gets for a connection this module did not take: what was already
-    read first, then the socket."""
-
-    __slots__ = ("_head", "_reader")
-
-    def __init__(self, head: bytes, reader: asyncio.StreamReader) -> None:
-        self._head: bytes | None = head
-        self._reader = reader
-
-    def at_eof(self) -> bool:
-        return self._head is None and self._reader.at_eof()
-
-    async def read(self, n: int = -1) -> bytes:
-        if self._head is not None:
-            head, self._head = self._head, None
-            return head
-        return await self._reader.read(n)
-
-
-class _Detached:
-    """What a handed-over StreamWriter is left holding instead of the live transport."""
-
-    @staticmethod
-    def is_closing() -> bool:
-        return True
-
-
-_DETACHED = _Detached()
-
-
-def _services_of(app: Any) -> Any:
-    """The Pulse services behind Hypercorn's app wrapper, if this is Pulse."""
-    quart = getattr(app, "app", app)
-    extensions = getattr(quart, "extensions", None)
-    return extensions.get("pulse") if isinstance(extensions, dict) else None
-
-
-def wrap_tcp_server(original: Any) -> Any:
-    """Replacement for ``hypercorn.asyncio.run.TCPServer``: route each new connection."""
-
-    def tcp_server(app, loop, config, context, state, reader, writer):
-        return _route(original, app, loop, config, context, state, reader, writer)
-
-    tcp_server.__wrapped__ = original  # type: ignore[attr-defined]
-    return tcp_server
-
-
-async def _route(original, app, loop, config, context, state, reader, writer) -> None:
-    svc = _services_of(app)
-    if svc is None or svc.settings.ws_deflate:
-        await original(app, loop, config, context, state, reader, writer)
-        return
-    started = loop.time()
-    try:
-        async with asyncio.timeout(config.keep_alive_timeout):
-            head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        await original(app, loop, config, context, state, reader, writer)
-        return
-    except asyncio.IncompleteReadError as exc:  # EOF before a whole head: Hypercorn's call
-        if not exc.partial:
-            writer.close()
-            return
-        await original(app, loop, config, context, state, _Replay(exc.partial, reader), writer)
-        return
-    except (TimeoutError, ConnectionError):
-        writer.close()
-        return
-    # Bytes already read past the head: pipelined requests, or frames sent before our 101.
-    buffer = getattr(reader, "_buffer", None)
-    pending = bytes(buffer) if buffer else b""
-    if buffer:
-        buffer.clear()
-    upgrade = parse_upgrade(head) if len(head) <= MAX_HEAD_BYTES else None
-    if upgrade is None:
-        await original(app, loop, config, context, state, _Replay(head + pending, reader), writer)
-        return
-    transport = writer.transport
-    protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
-    if hasattr(type(writer), "__del__"):
-        # Python closes a StreamWriter's transport when the writer is collected; the socket
-        # lives on here, so detach the writer from it (or, failing that, keep it alive).
-        if hasattr(writer, "_transport"):
-            writer._transport = _DETACHED
-        else:
-            protocol._keep = writer
-    transport.set_protocol(protocol)
-    transport.resume_reading()
-    transport.write(upgrade.response())
-    protocol.start(upgrade, pending)
-    if config.accesslog is not None:
-        await config.log.access(upgrade.scope(transport.get_extra_info("peername")),
-                                {"status": 101, "headers": []}, loop.time() - started)

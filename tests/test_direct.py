@@ -1,9 +1,10 @@
-"""The direct ``/ws`` endpoint (quart_app/ws_direct.py) at the byte level, on a real socket.
+"""The direct endpoints (quart_app/direct.py, ws_direct.py, transport_sse.DirectStream) at the
+byte level, on a real socket.
 
-The protocol itself is tested through `websockets` in test_transport_ws.py (which runs on this
-endpoint too); here: RFC 6455 framing by hand (fragments, control frames, violations), the
-handshake hand-off to Hypercorn for everything that is not a ``/ws`` upgrade, and the point of
-the endpoint — no task per connection.
+The protocols themselves are tested in test_transport_ws.py and test_transport_sse.py (which run
+on these endpoints too); here: RFC 6455 framing by hand (fragments, control frames, violations),
+SSE's chunked response, the hand-off to Hypercorn for everything else, and the point of the
+endpoints — no task per connection.
 """
 import asyncio
 import base64
@@ -14,8 +15,10 @@ import struct
 import pytest
 import websockets
 
+from quart_app.direct import parse_head
+from quart_app.transport_sse import DirectStream
 from quart_app.transport_ws import QuartEndpoint
-from quart_app.ws_direct import DirectWebSocket, parse_upgrade
+from quart_app.ws_direct import DirectWebSocket, upgrade_key
 
 from .conftest import API_KEY, serve_app, with_env, ws_client
 
@@ -296,25 +299,28 @@ async def test_deflate_setting_keeps_websockets_on_the_quart_route(settings, tok
             assert isinstance(session.endpoint, QuartEndpoint)
 
 
-def test_parse_upgrade_takes_only_well_formed_ws_upgrades():
+def test_parse_head_and_upgrade_key_take_only_well_formed_requests():
     good = (b"GET /ws?token=a%2Bb&x=1 HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\n"
             b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: " + KEY.encode()
             + b"\r\nSec-WebSocket-Version: 13\r\nCookie: a=1\r\nCookie: access_token=tok\r\n"
             b"Authorization: Bearer zz\r\n\r\n")
-    upgrade = parse_upgrade(good)
-    assert upgrade is not None and upgrade.args == {"token": "a+b", "x": "1"}
-    assert upgrade.cookies["access_token"] == "tok" and upgrade.token() == "a+b"
-    assert parse_upgrade(good.replace(b"?token=a%2Bb&x=1", b"")).token() == "tok"
-    for bad in (good.replace(b"GET", b"POST"), good.replace(b"/ws?", b"/wss?"),
-                good.replace(b"Version: 13", b"Version: 8"),
-                good.replace(KEY.encode(), b"short"),
-                good.replace(b"Upgrade: WebSocket", b"Upgrade: h2c"),
-                good.replace(b"keep-alive, Upgrade", b"keep-alive"),
-                good.replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1),
-                good.replace(b"Host: h", b"Content-Length: 3"),
-                good.replace(b"Host: h", b"Host h"),
-                b"\x16\x03\x01garbage\r\n\r\n"):
-        assert parse_upgrade(bad) is None, bad
+    request = parse_head(good)
+    assert request is not None and request.args == {"token": "a+b", "x": "1"}
+    assert request.path == "/ws" and upgrade_key(request) == KEY
+    assert request.cookies["access_token"] == "tok" and request.token() == "a+b"
+    assert parse_head(good.replace(b"?token=a%2Bb&x=1", b"")).token() == "tok"
+    no_cookie = good.replace(b"?token=a%2Bb&x=1", b"").replace(b"access_token=tok", b"b=2")
+    assert parse_head(no_cookie).token() == "zz"
+    for not_an_upgrade in (good.replace(b"Version: 13", b"Version: 8"),
+                           good.replace(KEY.encode(), b"short"),
+                           good.replace(b"Upgrade: WebSocket", b"Upgrade: h2c"),
+                           good.replace(b"keep-alive, Upgrade", b"keep-alive")):
+        assert upgrade_key(parse_head(not_an_upgrade)) is None, not_an_upgrade
+    for unparsed in (good.replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1),
+                     good.replace(b"Host: h", b"Content-Length: 3"),
+                     good.replace(b"Host: h", b"Host h"),
+                     b"\x16\x03\x01garbage\r\n\r\n"):
+        assert parse_head(unparsed) is None, unparsed
 
 
 def test_close_codes_are_mirrored_in_the_browser_client():
@@ -327,3 +333,84 @@ def test_close_codes_are_mirrored_in_the_browser_client():
     mirrored = {name: int(code) for name, code in re.findall(r"^\s+([A-Z_]+): (\d+),", source,
                                                               re.M)}
     assert mirrored == {code.name: code.value for code in CloseCode}
+
+
+# -- SSE -----------------------------------------------------------------------------------
+async def _sse(address, query, extra=b""):
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /sse{query} HTTP/1.1\r\nHost: {address}\r\n".encode() + extra + b"\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return reader, writer, head
+
+
+async def _chunk(reader, timeout=5.0) -> bytes:
+    size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)).strip(), 16)
+    body = await reader.readexactly(size + 2)
+    return body[:-2]
+
+
+async def test_sse_streams_are_served_directly_in_chunks(server, token):
+    from quart_app.transport_ws import close_all
+
+    address, svc = server
+    before = len(asyncio.all_tasks())
+    streams = [await _sse(address, f"?channels=mining&token={token(user)}")
+               for user in range(1, 31)]
+    for reader, _, head in streams:
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"Content-Type: text/event-stream; charset=utf-8" in head
+        assert b"Transfer-Encoding: chunked" in head
+        assert (await _chunk(reader)).startswith(b"retry: ")
+        ack = await _chunk(reader)
+        assert b'"type":"subscribed"' in ack and b'"channel":"mining"' in ack
+    assert len(asyncio.all_tasks()) - before < 5          # no task per stream
+    assert all(isinstance(end.__self__.on_end.__self__, DirectStream) for end in svc.sse_closers)
+    await svc.publish("mining", {"type": "block_found", "height": 7})
+    for reader, _, _ in streams:
+        record = await _chunk(reader)
+        assert record.startswith(b"id: mining:1\ndata: ") and b'"height":7' in record
+    # A stream whose client leaves is forgotten.
+    reader, writer, _ = streams.pop()
+    writer.close()
+    for _ in range(100):
+        if svc.hub.connection_count == 29:
+            break
+        await asyncio.sleep(0.02)
+    assert svc.hub.connection_count == 29
+    # Shutdown ends every response properly (the last chunk), then the connection.
+    await asyncio.wait_for(close_all(svc), 5)
+    for reader, writer, _ in streams:
+        assert await _chunk(reader) == b""
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    assert not svc.sse_closers and svc.hub.connection_count == 0
+
+
+async def test_sse_requests_that_fail_a_check_get_quarts_answer(server, token):
+    address, svc = server
+    for query, status in (("?channels=mining", b"401"),
+                          (f"?channels=nonexistent&token={token(1)}", b"400"),
+                          (f"?channels=user:2:progress&token={token(1)}", b"403"),
+                          (f"?channels=mining&last_event_id=bad&token={token(1)}", b"400")):
+        reader, writer, head = await _sse(address, query)
+        assert head.split()[1] == status, (query, head)
+        assert b"application/json" in head
+        writer.close()
+    assert svc.hub.connection_count == 0
+
+
+async def test_sse_resumes_from_last_event_id_on_the_direct_path(server, token):
+    address, svc = server
+    for height in (1, 2, 3):
+        await svc.publish("mining", {"type": "block_found", "height": height})
+    reader, writer, head = await _sse(address, f"?channels=mining&token={token(1)}",
+                                      b"Last-Event-ID: mining:1\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    await _chunk(reader)                                   # retry + connected
+    body = b""
+    while body.count(b"data: ") < 3:                       # two replayed + the ack
+        body += await _chunk(reader)
+    assert b"id: mining:2\n" in body and b"id: mining:3\n" in body
+    assert b'"recovered":true' in body
+    writer.close()
