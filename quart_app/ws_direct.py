@@ -328,6 +328,9 @@ class DirectWebSocket(asyncio.Protocol):
                 pending = session.receive(self._backlog.pop(0))  # type: ignore[union-attr]
                 if pending is not None:
                     await pending
+        except Exception:  # a bug must cost this connection only, and be seen
+            log.exception("ws action failed")
+            self._shut(1011, "Internal error")
         finally:
             self._busy = None
             self._backlog = None
