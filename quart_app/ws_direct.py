@@ -160,12 +160,16 @@ class DirectWebSocket(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._busy is not None:
-            self._busy.cancel()
         self._backlog = None
         self._buf = b""
-        if self.session is not None:
-            end_session(self.svc, self.session)
+        session = self.session
+        if session is not None:
+            session.closing = True
+            if self._busy is None:
+                end_session(self.svc, session)
+            # else: the action in flight ends the session when it is done. It is not cancelled:
+            # a database call cut in half can leave its aiosqlite thread behind, and shutdown
+            # (which waits for sessions to end) should wait for it too.
 
     def eof_received(self) -> bool:
         return False  # the transport closes itself
@@ -334,3 +338,5 @@ class DirectWebSocket(asyncio.Protocol):
         finally:
             self._busy = None
             self._backlog = None
+            if self.state == _CLOSED:
+                end_session(self.svc, session)  # type: ignore[arg-type]

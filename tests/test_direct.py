@@ -156,6 +156,23 @@ async def test_fragments_control_frames_between_them_and_byte_by_byte(server, to
     assert await ws.closed_by_server()
 
 
+async def test_a_client_gone_mid_subscribe_ends_its_session_after_the_action(server, token):
+    """The in-flight subscribe (Redis, history, the snapshot query) is left to finish, not cut
+    in half; the session ends when it has."""
+    address, svc = server
+    for user in range(1, 11):
+        ws = await RawWs.connect(address, f"?token={token(user)}")
+        ws.send(frame('{"action":"subscribe","channel":"dashboard"}'))
+        await ws.writer.drain()
+        ws.close()
+    for _ in range(200):
+        if not svc.ws_sessions and svc.hub.connection_count == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert not svc.ws_sessions and svc.hub.connection_count == 0
+    assert not svc.hub.subscribers("dashboard")
+
+
 async def test_frames_sent_with_the_upgrade_request_are_not_lost(server, token):
     address, _ = server
     ws = await RawWs.connect(address, f"?token={token(1)}",
