@@ -3,7 +3,7 @@
 Close codes by range:
 
 * ``1000``–``1999`` (RFC 6455): 1000 normal, 1002 broken framing, 1007 text that is not UTF-8,
-  1009 frame over the hard cap, 1012 service restart
+  1009 frame over the hard cap, 1011 internal error, 1012 service restart
   (SIGTERM: reconnect, to another instance, at once, and recover).
 * ``4000``–``4099``: Pulse codes. 4001 means re-authenticate before reconnecting; every other
   Pulse code means reconnect with backoff and recover with ``since``.
@@ -21,6 +21,7 @@ class CloseCode(IntEnum):
     PROTOCOL_ERROR = 1002        # the client broke RFC 6455 framing
     INVALID_DATA = 1007          # a text frame that is not UTF-8
     MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011        # a server bug cost this connection: reconnect with backoff
     SERVICE_RESTART = 1012
     UNAUTHORIZED = 4001          # missing/invalid/expired token: re-authenticate, don't hammer
     SLOW_CONSUMER = 4008         # outbox overflowed: reconnect and recover from history

@@ -78,7 +78,9 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    body = int(code).to_bytes(2, "big") + reason.encode()[:123]
+    """A close frame; the reason is cut to the 123 bytes allowed, never inside a character."""
+    text = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    body = int(code).to_bytes(2, "big") + text
     return bytes((0x88, len(body))) + body
 
 
@@ -334,7 +336,7 @@ class DirectWebSocket(asyncio.Protocol):
                     await pending
         except Exception:  # a bug must cost this connection only, and be seen
             log.exception("ws action failed")
-            self._shut(1011, "Internal error")
+            self._shut(CloseCode.INTERNAL_ERROR, "Internal error")
         finally:
             self._busy = None
             self._backlog = None

@@ -431,3 +431,12 @@ async def test_sse_resumes_from_last_event_id_on_the_direct_path(server, token):
     assert b"id: mining:2\n" in body and b"id: mining:3\n" in body
     assert b'"recovered":true' in body
     writer.close()
+
+
+def test_close_frame_reason_is_cut_on_a_character_boundary():
+    from quart_app.ws_direct import close_frame
+
+    data = close_frame(4001, "é" * 100)            # 200 bytes of reason
+    assert data[0] == 0x88 and data[1] == len(data) - 2 <= 125
+    assert int.from_bytes(data[2:4], "big") == 4001
+    assert data[4:].decode() == "é" * 61           # 122 bytes: the 123rd would split a character

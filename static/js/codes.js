@@ -2,7 +2,7 @@
 //
 // By range:
 //   1000-1999 (RFC 6455): 1000 normal, 1002 broken framing, 1007 text that is not UTF-8,
-//   1009 frame over the hard cap, 1012 service restart.
+//   1009 frame over the hard cap, 1011 internal error, 1012 service restart.
 //   4000-4099 (Pulse): 4001 re-authenticate before reconnecting; every other Pulse code means
 //   reconnect and recover with `since`.
 
@@ -11,6 +11,7 @@ export const CloseCode = Object.freeze({
   PROTOCOL_ERROR: 1002, // the client broke RFC 6455 framing
   INVALID_DATA: 1007, // a text frame that is not UTF-8
   MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011, // a server bug cost this connection: reconnect with backoff
   SERVICE_RESTART: 1012,
   UNAUTHORIZED: 4001, // missing/invalid/expired token: re-authenticate, don't hammer
   SLOW_CONSUMER: 4008, // outbox overflowed: reconnect and recover from history
