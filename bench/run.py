@@ -74,8 +74,14 @@ def build_client(out_dir: str) -> str:
     return binary
 
 
+# The CPUs this machine lets us use, read before main() pins the orchestrator (and its
+# publisher) to the client's CPUs: children inherit that, so the server must be pinned from
+# this set. (Reading the affinity later pinned nothing, and the server shared the client's core.)
+MACHINE_CPUS = frozenset(os.sched_getaffinity(0))
+
+
 def pinned(cpus: str | None) -> list[str]:
-    if cpus and shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1:
+    if cpus and shutil.which("taskset") and len(MACHINE_CPUS) > 1:
         return ["taskset", "-c", cpus]
     return []
 
@@ -387,6 +393,9 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
     pub = Publisher(publish_mode, args.redis_url, prefix, port=port, api_key=API_KEY)
     try:
         server.wait_ready()
+        # Record where the server really runs: a figure measured on a shared core is no figure.
+        result["server_affinity"] = sorted(set().union(
+            *(os.sched_getaffinity(pid) for pid in server.pids)))
         await pub.open()
         # Warm-up: first connections import and allocate what every later one shares.
         warm = Client(binary, port, min(20, n), mode, tokens, args.client_cpus, work)
@@ -401,6 +410,7 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
         connect0 = procstat.CpuSample.take(server.pids)
         client = Client(binary, port, n, mode, tokens, args.client_cpus, work,
                         ("--busy-poll",) if args.client_busy_poll else ())
+        result["client_affinity"] = sorted(os.sched_getaffinity(client.proc.pid))
         ready = client.read(60 + n / 50)
         result["connect"] = ready
         connect_cpu = procstat.CpuSample.take(server.pids).since(connect0)

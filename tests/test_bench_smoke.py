@@ -67,3 +67,5 @@ def test_bench_smoke_200_ws_clients(redis_url, tmp_path):
     assert 0 < case["kb_per_conn"] < 1000
     assert 0 <= case["idle"]["cpu_pct"] <= 100
     assert 0 <= burst["client_cpu_pct"] < 100
+    if len(os.sched_getaffinity(0)) > 1:  # server and load client on cores of their own
+        assert case["server_affinity"] == [0] and case["client_affinity"] == [1], case
