@@ -79,8 +79,8 @@ def requested_channels(raw: str) -> list[str]:
 
 
 class Stream:
-    """One SSE stream as the hub sees it, whoever writes its bytes (Quart's response or the
-    direct endpoint in ws_direct.py)."""
+    """One SSE stream as the hub sees it, whoever writes its bytes (Quart's response or a
+    :class:`DirectStream`)."""
 
     __slots__ = ("svc", "conn", "outbox", "positions", "last_write", "on_end", "ended")
 
