@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from .db_values import as_utc, db_date, db_json, db_time, iso, utcnow
 from .events import Event, Outcome
@@ -76,10 +77,9 @@ async def get_stats(svc, user_id: int) -> dict:
     entry = await svc.cache.get(cache_key(user_id))
     if entry is not None and entry.get("gen") == await svc.cache.get(_generation_key(user_id)):
         stats = entry["stats"]
-    else:
-        stats = await refresh_stats(svc, user_id)
-    stats_pusher(svc).note(user_id, stats)
-    return stats
+        stats_pusher(svc).note(user_id, stats)
+        return stats
+    return await refresh_stats(svc, user_id)
 
 
 async def network_marker(db) -> tuple[float, int]:
@@ -88,13 +88,20 @@ async def network_marker(db) -> tuple[float, int]:
     return float(row["network_diff"] or 0.0), int(row["network_height"] or 0)
 
 
-def _basis(stats: dict) -> tuple:
+class Basis(NamedTuple):
     """What a user's stats can drift with while no event of theirs lands: the UTC day (shares
     today/yesterday, the week's best), the network, and — unless the user is quiet (no hashrate
     now, no change against the last 24 h: no samples in the windows) — the clock itself."""
-    quiet = stats["hashrate"] == 0 and stats["hashrate_change"] == 0
-    return (utcnow().date(), stats["network_diff"], stats["network_height"], quiet,
-            time.monotonic())
+
+    day: date
+    network: tuple[float, int]
+    quiet: bool
+    at: float  # time.monotonic() when computed
+
+    @classmethod
+    def of(cls, stats: dict) -> "Basis":
+        return cls(utcnow().date(), (stats["network_diff"], stats["network_height"]),
+                   stats["hashrate"] == 0 and stats["hashrate_change"] == 0, time.monotonic())
 
 
 async def refresh_stats(svc, user_id: int) -> dict:
@@ -102,6 +109,7 @@ async def refresh_stats(svc, user_id: int) -> dict:
     so an invalidation that lands meanwhile makes it a miss instead of 10 s of stale stats."""
     generation = await svc.cache.get(_generation_key(user_id))
     stats = await compute_stats(svc.db, user_id)
+    stats_pusher(svc).note(user_id, stats)
     await svc.cache.set(cache_key(user_id), {"gen": generation, "stats": stats},
                         svc.settings.stats_cache_seconds)
     return stats
@@ -131,19 +139,20 @@ class StatsPusher:
         self._sent_at: dict[int, float] = {}
         self._sent: dict[int, dict] = {}
         self._pending: set[int] = set()
-        self._basis: dict[int, tuple] = {}
+        self._basis: dict[int, Basis] = {}
 
     def note(self, user_id: int, stats: dict) -> None:
         """``stats`` were just computed (or read fresh from the cache) for ``user_id``."""
-        self._basis[user_id] = _basis(stats)
+        self._basis[user_id] = Basis.of(stats)
 
     def may_drift(self, user_id: int, today, network: tuple[float, int]) -> bool:
         """Could the user's stats differ from the last ones computed, with no event of theirs?
         False only for a quiet user computed today, with the current network figures, less
         than ``QUIET_MAX_AGE_SECONDS`` ago (the safety net for what no rule here foresaw)."""
         basis = self._basis.get(user_id)
-        return (basis is None or not basis[3] or basis[0] != today or basis[1:3] != network
-                or time.monotonic() - basis[4] > QUIET_MAX_AGE_SECONDS)
+        return (basis is None or not basis.quiet or basis.day != today
+                or basis.network != network
+                or time.monotonic() - basis.at > QUIET_MAX_AGE_SECONDS)
 
     async def touch(self, user_id: int) -> None:
         await invalidate_stats(self._svc, user_id)
@@ -164,7 +173,6 @@ class StatsPusher:
 
     async def refresh(self, user_id: int) -> bool:
         stats = await refresh_stats(self._svc, user_id)
-        self.note(user_id, stats)
         if stats == self._sent.get(user_id):
             return False
         if time.monotonic() - self._sent_at.get(user_id, -1e9) < self._min_interval:
@@ -181,7 +189,6 @@ class StatsPusher:
                 del table[user_id]
 
     async def _push(self, user_id: int, stats: dict) -> None:
-        self.note(user_id, stats)
         self._sent_at[user_id] = time.monotonic()
         self._sent[user_id] = stats
         await self._svc.publish("dashboard", {"type": "stats_update", "user_id": user_id,

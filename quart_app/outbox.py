@@ -7,10 +7,11 @@ consumer (4008) and recovers from history when it comes back.
 
 Two ways to empty an outbox:
 
-* **direct** (a socket Pulse owns: see ws_direct.py): the :class:`Flusher` writes everything
-  queued during this loop iteration as one ``transport.write`` of pre-framed bytes — no task, no
-  ASGI message, no per-client framing (for an SSE stream: one HTTP chunk of SSE records). While the kernel buffer is above the high-water mark it stops writing and
-  lets the outbox fill instead.
+* **direct** (a socket Pulse serves itself: see direct.py): the :class:`Flusher` writes
+  everything queued during this loop iteration as one ``transport.write`` of pre-framed bytes —
+  no task, no ASGI message, no per-client framing (for an SSE stream: one HTTP chunk of SSE
+  records). While the kernel buffer is above the high-water mark it stops writing and lets the
+  outbox fill instead.
 * **awaited** (streams served through Quart): a consumer coroutine awaits
   :meth:`Outbox.drain` and gets everything queued so far as one batch.
 """

@@ -293,13 +293,10 @@ class DirectWebSocket(asyncio.Protocol):
     def _close_received(self, payload: bytes) -> None:
         if self.state < _CLOSING:
             # Echo the client's code (RFC 6455 §5.5.1), then close the TCP connection.
-            self.state = _CLOSING
             if self.session is not None:
                 self.session.closing = True
-            if len(payload) >= 2:
-                self.transport.write(b"\x88\x02" + payload[:2])
-            else:
-                self.transport.write(b"\x88\x00")
+            self.transport.write(close_frame(int.from_bytes(payload[:2], "big"))
+                                 if len(payload) >= 2 else b"\x88\x00")
         self.state = _CLOSED
         self.transport.close()
 

@@ -13,7 +13,6 @@ import os
 import struct
 
 import pytest
-import websockets
 
 from quart_app.direct import parse_head
 from quart_app.transport_sse import DirectStream

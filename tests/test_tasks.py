@@ -107,9 +107,9 @@ async def test_aggregator_publishes_stats_that_changed(app):
     assert await tasks.aggregate_once(svc) == 0
     # ...until the basis is an hour old (or the day rolls over, or the network moves).
     pusher = svc.stats_pusher
-    day, diff, height, quiet, at = pusher._basis[3]
-    assert quiet
-    pusher._basis[3] = (day, diff, height, quiet, at - dashboard.QUIET_MAX_AGE_SECONDS - 1)
+    basis = pusher._basis[3]
+    assert basis.quiet
+    pusher._basis[3] = basis._replace(at=basis.at - dashboard.QUIET_MAX_AGE_SECONDS - 1)
     assert await tasks.aggregate_once(svc) == 1
 
     async def two_pushes():
