@@ -178,8 +178,23 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
     if svc is None:
         await original(app, loop, config, context, state, reader, writer)
         return
-    started = loop.time()
     transport = writer.transport  # the writer lets go of it if the connection is handed over
+    try:
+        await _take(svc, original, app, loop, config, context, state, reader, writer)
+    except asyncio.CancelledError:
+        # Hypercorn cancels connection tasks that outlive its graceful timeout. One still ours
+        # (reading its head, or subscribing) closes its socket now, not when the collector finds
+        # it after the loop is gone; and it ends quietly, since this is the connection's own
+        # top-level task (Python 3.11's stream callback would log a cancelled task as an error).
+        if writer.transport is transport:
+            transport.abort()
+        else:
+            raise
+
+
+async def _take(svc, original, app, loop, config, context, state, reader, writer) -> None:
+    started = loop.time()
+    transport = writer.transport
     try:
         async with asyncio.timeout(config.keep_alive_timeout):
             head = await reader.readuntil(b"\r\n\r\n")

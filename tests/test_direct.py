@@ -8,9 +8,11 @@ endpoints — no task per connection.
 """
 import asyncio
 import base64
+import gc
 import json
 import os
 import struct
+import sys
 
 import pytest
 
@@ -439,3 +441,24 @@ def test_close_frame_reason_is_cut_on_a_character_boundary():
     assert data[0] == 0x88 and data[1] == len(data) - 2 <= 125
     assert int.from_bytes(data[2:4], "big") == 4001
     assert data[4:].decode() == "é" * 61           # 122 bytes: the 123rd would split a character
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /ws HTTP/1.1\r\nHost: x\r\n"])
+async def test_a_connection_still_sending_its_head_is_closed_when_the_server_stops(settings, sent):
+    """Hypercorn cancels connection tasks after its graceful timeout; one cancelled while Pulse
+    was still reading the request head must close its socket, not leave it to the collector."""
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        async with serve_app(settings) as (address, _app):
+            host, port = address.split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(sent)
+            await asyncio.sleep(0.1)
+        # The server is down: our end sees the close at once, and nothing was left unclosed.
+        assert await asyncio.wait_for(reader.read(), 2) == b""
+        writer.close()
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert not unraisable, [u.exc_value for u in unraisable]
