@@ -59,6 +59,59 @@ def split_statements(text: str) -> list[str]:
     return statements
 
 
+# Per connection: SQLite leaves foreign keys off unless asked, on every connection.
+# WAL + NORMAL: no fsync per commit, still never corrupt (the SQLite docs' advice).
+SQLITE_PRAGMAS = ("PRAGMA foreign_keys=ON", "PRAGMA synchronous=NORMAL",
+                  "PRAGMA busy_timeout=5000")
+
+
+class SQLitePool:
+    """Keeps SQLite connections open for reuse.
+
+    `databases` opens a new aiosqlite connection, and with it a new thread, for every query
+    outside a transaction, and closes it afterwards; per-connection settings (foreign keys) were
+    thus lost after the first query. This pool sets them on each connection it opens, and keeps
+    up to ``keep`` idle ones (outside any transaction) for the next caller.
+    """
+
+    def __init__(self, opener: Any, keep: int = 4) -> None:
+        self._opener = opener  # databases' own pool: acquire() opens, release() closes
+        self._keep = keep
+        self._idle: list[Any] = []
+        self.opened = 0
+
+    async def acquire(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        connection = await self._opener.acquire()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                await connection.execute(pragma)
+        except BaseException:
+            await self._opener.release(connection)
+            raise
+        self.opened += 1
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        if len(self._idle) < self._keep and not connection.in_transaction:
+            self._idle.append(connection)
+        else:
+            await self._opener.release(connection)
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._opener.release(self._idle.pop())
+
+    @property
+    def _memref(self) -> Any:  # read and cleared by databases' SQLiteBackend.disconnect
+        return self._opener._memref
+
+    @_memref.setter
+    def _memref(self, value: Any) -> None:
+        self._opener._memref = value
+
+
 class Database:
     """A thin wrapper: run named queries, map connection failures to 503."""
 
@@ -67,20 +120,24 @@ class Database:
         self.dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
         self._db = _Database(url)
         self._errors = _db_errors()
+        self._pool: SQLitePool | None = None
+        if self.dialect == "sqlite":
+            backend = self._db._backend
+            self._pool = backend._pool = SQLitePool(backend._pool)
 
     async def connect(self) -> None:
         await self._db.connect()
         if self.dialect == "sqlite":
-            # WAL lets the demo simulator write while REST reads; FKs are off by default.
+            # WAL (kept in the file) lets the demo simulator write while REST reads.
             await self._db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: no fsync per commit, still never corrupt (the SQLite docs advice).
-            await self._db.execute("PRAGMA synchronous=NORMAL")
-            await self._db.execute("PRAGMA foreign_keys=ON")
-            await self._db.execute("PRAGMA busy_timeout=5000")
 
     async def close(self) -> None:
-        if self._db.is_connected:
-            await self._db.disconnect()
+        try:
+            if self._db.is_connected:
+                await self._db.disconnect()
+        finally:
+            if self._pool is not None:  # its threads would keep the process from exiting
+                await self._pool.close()
 
     def sql(self, name: str) -> str:
         return load_sql(name, self.dialect)
