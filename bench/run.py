@@ -143,6 +143,8 @@ class Server:
                 # (seen as exit -13 under load; see bench/RESULTS.md).
                 cmd = [python, "-c", "import sys; from quart_app.__main__ import main; "
                        f"sys.exit(main({serve!r}))"]
+        elif kind == "node":  # the fastest peer; `npm ci --prefix bench/node_ws` first
+            cmd = ["node", os.path.join(HERE, "node_ws", "server.js"), "--port", str(port)]
         else:
             cmd = [python, os.path.join(HERE, "baseline_seed.py"), "--port", str(port)]
         self.log_path = os.path.join(work, f"server-{kind}-{port}.log")
@@ -381,7 +383,8 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
     publish_mode = args.publish if kind == "pulse" else "raw"
     result: dict = {"server": kind, "transport": mode, "clients": n, "workers": workers,
                     "publish": publish_mode, "publish_concurrency": args.publish_concurrency,
-                    "entry": args.pulse_entry if kind == "pulse" else "baseline_seed.py",
+                    "entry": {"pulse": args.pulse_entry, "node": "node_ws/server.js"}.get(
+                        kind, "baseline_seed.py"),
                     "server_cpus": cpus, "client_cpus": args.client_cpus}
     name = f"{kind}-{mode}-{n}-w{workers}"
     print(f"== {name}: starting", file=sys.stderr, flush=True)
@@ -500,13 +503,14 @@ async def run_case(args, kind: str, mode: str, n: int, workers: int, binary: str
 # -- command line ---------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Pulse fan-out bench (see bench/README.md)")
-    p.add_argument("--servers", default="pulse,baseline", help="pulse,baseline")
-    p.add_argument("--transports", default="ws", help="ws,sse (the baseline has no SSE)")
+    p.add_argument("--servers", default="pulse,baseline",
+                   help="pulse,baseline,node (node: the Node ws peer, bench/node_ws)")
+    p.add_argument("--transports", default="ws", help="ws,sse (only Pulse has SSE)")
     p.add_argument("--clients", default="1000", help="comma-separated N, e.g. 1000,5000,10000")
     p.add_argument("--sse-clients", default=None, help="N for SSE cases (default: --clients)")
     p.add_argument("--workers", default="1", help="comma-separated Pulse worker counts")
     p.add_argument("--publish", default="lua", choices=["lua", "raw", "api"],
-                   help="Pulse publish path (the baseline always uses raw)")
+                   help="Pulse publish path (the baseline and node always use raw)")
     p.add_argument("--broadcasts", type=int, default=50)
     p.add_argument("--publish-concurrency", type=int, default=8,
                    help="publishes in flight during burst and flood (api: always 1)")
@@ -624,7 +628,7 @@ def case_list(args, sizes, sse_sizes) -> list[tuple]:
     cases = []
     for kind in args.servers.split(","):
         for mode in args.transports.split(","):
-            if kind == "baseline" and mode == "sse":
+            if kind != "pulse" and mode == "sse":
                 continue
             for n in (sse_sizes if mode == "sse" else sizes):
                 for workers in ([int(w) for w in args.workers.split(",")]
