@@ -1,8 +1,8 @@
 // The issue's fastest peer, "Node ws + node-redis (one event loop)", for bench/run.py
-// --servers node: the same protocol subset the bench client speaks, the same raw Redis path as
-// the seed baseline (PUBLISH pubsub:feed_item → {"type":"feed_item", ...payload} on
-// "dashboard"). Tokens are taken, not verified: this is a yardstick for fan-out on this
-// machine, not a server. Setup: `npm ci --prefix bench/node_ws`.
+// --servers node: the protocol subset the bench client speaks, and the seed baseline's raw Redis
+// path and message (PUBLISH pubsub:feed_item → {"channel":"dashboard","data":{"type":"feed_item",
+// ...payload}}, serialised once, sent to each client). Tokens are taken, not verified: this is a
+// yardstick for fan-out on this machine, not a server. Setup: `npm ci --prefix bench/node_ws`.
 "use strict";
 const http = require("http");
 const { WebSocketServer } = require("ws");
@@ -45,7 +45,7 @@ wss.on("connection", (ws) => {
   await sub.subscribe("pubsub:feed_item", (message) => {
     let payload;
     try { payload = JSON.parse(message); } catch { return; }
-    const text = JSON.stringify({ type: "feed_item", ...payload });
+    const text = JSON.stringify({ channel: "dashboard", data: { type: "feed_item", ...payload } });
     for (const ws of channels.get("dashboard") || []) ws.send(text);
   });
   server.listen(port, "127.0.0.1");
