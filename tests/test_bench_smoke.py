@@ -69,3 +69,21 @@ def test_bench_smoke_200_ws_clients(redis_url, tmp_path):
     assert 0 <= burst["client_cpu_pct"] < 100
     if len(os.sched_getaffinity(0)) > 1:  # server and load client on cores of their own
         assert case["server_affinity"] == [0] and case["client_affinity"] == [1], case
+
+
+def test_case_list_gives_sse_and_workers_to_pulse_only():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", os.path.join(ROOT, "bench", "run.py"))
+    run = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        spec.loader.exec_module(run)
+    finally:
+        sys.path.remove(os.path.join(ROOT, "bench"))
+    args = run.parse_args(["--servers", "pulse,node,baseline", "--transports", "ws,sse",
+                           "--workers", "1,2"])
+    assert run.case_list(args, [1000], [500]) == [
+        ("pulse", "ws", 1000, 1), ("pulse", "ws", 1000, 2),
+        ("pulse", "sse", 500, 1), ("pulse", "sse", 500, 2),
+        ("node", "ws", 1000, 1), ("baseline", "ws", 1000, 1)]
