@@ -10,13 +10,19 @@ One path for every producer (HTTP, the Python API, the demo):
    "user_id": …}``), then what it caused, in order (feed items, leaderboard moves, rank changes,
    achievements, level-ups).
 4. The stats of every user it touched are invalidated and pushed (``stats_update``).
+
+With an ``Idempotency-Key`` header, step 2 also claims the key and records what step 3 has to
+publish; step 3 records how far it got. A retry with the same key and body then gets the first
+answer (202, ``Idempotency-Replayed: true``), or finishes a publishing that failed (a 503 after
+the commit), and never stores or publishes the event twice.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, request
@@ -24,7 +30,8 @@ from quart_schema import document_request, document_response
 
 from . import dashboard, feed, gamification, leaderboard, mining
 from .api_health import require_api_key
-from .db_values import db_time
+from .broker import encode_json
+from .db_values import db_time, utcnow
 from .errors import PulseError, ServiceUnavailable, Unprocessable
 from .events import Event, Outcome, parse_event
 from .web import services
@@ -33,6 +40,12 @@ log = logging.getLogger("pulse.ingest")
 bp = Blueprint("ingest", __name__)
 
 MAX_BODY_BYTES = 64 * 1024
+# Idempotency keys: what a key may be, how long it is remembered (tasks.prune_once), and when
+# an attempt that never finished (its process died mid-publish) may be taken over by a retry.
+KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+KEY_MAX = 255
+KEY_KEEP = timedelta(hours=24)
+KEY_STALE = timedelta(seconds=30)
 
 HANDLERS = {
     "share_submitted": mining.share_submitted,
@@ -59,41 +72,110 @@ class IngestResult:
     channel: str
     offset: int
     published: tuple[tuple[str, int], ...]
+    replayed: bool = False  # the stored answer to an earlier request with the same key
 
     def as_dict(self) -> dict:
         return {"channel": self.channel, "offset": self.offset,
                 "published": [{"channel": c, "offset": o} for c, o in self.published]}
 
 
-async def ingest_event(svc, body: dict, now: datetime | None = None) -> IngestResult:
+async def ingest_event(svc, body: dict, now: datetime | None = None,
+                       key: str | None = None) -> IngestResult:
     """Validate, persist, publish one event; raise Unprocessable (422) for a bad body.
 
     Publications follow the commit, so a subscriber that refetches REST on a message sees the
-    data behind it. ``now`` is for tests and the demo's back-dated seeding.
+    data behind it. ``now`` is for tests and the demo's back-dated seeding. With an idempotency
+    ``key``, a repeat of the same body is answered from the first attempt (or finishes its
+    publishing, if that failed) instead of storing and publishing the event again.
     """
     event = parse_event(body, now)
+    db = svc.db
     out = Outcome()
-    async with svc.db.transaction():
-        name = await _ensure_user(svc.db, event)
-        handler = HANDLERS.get(event.type)
-        if handler is not None:
-            await handler(svc.db, event, out, name)
-        score = event.score()
-        if score is not None:
-            await leaderboard.set_score(svc.db, event, out, *score)
-    published = []
+    body_hash = _body_hash(body) if key is not None else ""
+    async with db.transaction():
+        if key is not None and await db.fetch_val("ingest_key_claim", {
+                "key": key, "body_hash": body_hash, "now": db_time(db, utcnow())}) is None:
+            claimed = False
+        else:
+            claimed = True
+            name = await _ensure_user(db, event)
+            handler = HANDLERS.get(event.type)
+            if handler is not None:
+                await handler(db, event, out, name)
+            score = event.score()
+            if score is not None:
+                await leaderboard.set_score(db, event, out, *score)
+            plan = [(event.channel, _event_data(event, out)), *out.publications]
+            if key is not None:
+                await db.execute("ingest_key_plan", {"key": key, "plan": encode_json(
+                    {"publish": plan, "stats": sorted(out.stats_users)})})
+    if not claimed:
+        return await _repeat(svc, key, body_hash)
+    return await _publish(svc, key, plan, [], out.stats_users)
+
+
+async def _publish(svc, key: str | None, plan: list, published: list,
+                   stats_users) -> IngestResult:
+    """Publish what ``plan`` holds past the ``published`` ones; record progress under ``key``."""
     try:
-        for channel, data in [(event.channel, _event_data(event, out)), *out.publications]:
+        for channel, data in plan[len(published):]:
             publication = await svc.publish(channel, data)
             published.append((channel, publication.offset))
-    except PulseError:
-        raise
     except Exception as exc:
-        log.warning("ingest %s: stored but not published: %s", event.type, type(exc).__name__)
+        await _record(svc, key, "failed", published, None)
+        if isinstance(exc, PulseError):
+            raise
+        log.warning("ingest: stored but not published: %s", type(exc).__name__)
         raise ServiceUnavailable(f"Broker unavailable: {type(exc).__name__}") from exc
+    result = IngestResult(published[0][0], published[0][1], tuple(published))
+    await _record(svc, key, "done", published, result)
     svc.metrics.ingested_events += 1
-    await _push_stats(svc, out.stats_users)
-    return IngestResult(published[0][0], published[0][1], tuple(published))
+    await _push_stats(svc, set(stats_users))
+    return result
+
+
+async def _record(svc, key: str | None, state: str, published: list,
+                  result: IngestResult | None) -> None:
+    """Best effort: a key left "publishing" is retaken by a retry once it is stale."""
+    if key is None:
+        return
+    db = svc.db
+    try:
+        await db.execute("ingest_key_progress", {
+            "key": key, "state": state, "published": encode_json(published),
+            "answer": encode_json(result.as_dict()) if result is not None else None,
+            "now": db_time(db, utcnow())})
+    except Exception as exc:
+        log.warning("ingest: idempotency key not updated (%s): %s", state, type(exc).__name__)
+
+
+async def _repeat(svc, key: str, body_hash: str) -> IngestResult:
+    """A request whose key was seen: the stored answer, or the rest of a failed attempt."""
+    db = svc.db
+    row = await db.fetch_one("ingest_key_get", {"key": key})
+    if row is None:  # pruned between the claim and now: vanishingly rare, and safe to retry
+        raise PulseError("Idempotency-Key is being released; retry", 409)
+    if row["body_hash"] != body_hash:
+        raise Unprocessable("Idempotency-Key was already used with a different body")
+    if row["state"] == "done" and row["answer"]:
+        answer = json.loads(row["answer"])
+        return IngestResult(answer["channel"], answer["offset"], tuple(
+            (p["channel"], p["offset"]) for p in answer["published"]), replayed=True)
+    now = utcnow()
+    retaken = await db.fetch_val("ingest_key_retake", {
+        "key": key, "now": db_time(db, now), "stale_before": db_time(db, now - KEY_STALE)})
+    if retaken is None:
+        raise PulseError("A request with this Idempotency-Key is in progress; retry later", 409)
+    row = await db.fetch_one("ingest_key_get", {"key": key})  # as the last attempt left it
+    plan = json.loads(row["plan"])
+    published = [tuple(p) for p in json.loads(row["published"])]
+    return await _publish(svc, key, [tuple(p) for p in plan["publish"]], published,
+                          plan["stats"])
+
+
+def _body_hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     default=str).encode()).hexdigest()
 
 
 async def _ensure_user(db, event: Event) -> str | None:
@@ -151,6 +233,10 @@ class IngestAnswer(BaseModel):
 async def post_event():
     """Ingest a domain event (X-API-Key): persist, route, publish."""
     require_api_key()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= KEY_MAX and set(key) <= KEY_CHARS):
+        raise Unprocessable(
+            f"Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)")
     raw = await request.get_data()
     if len(raw) > MAX_BODY_BYTES:
         raise PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
@@ -158,5 +244,6 @@ async def post_event():
         body = json.loads(raw)
     except (ValueError, RecursionError):
         raise Unprocessable("Body must be JSON (and nested less deeply)") from None
-    result = await ingest_event(services(), body)
-    return result.as_dict(), 202
+    result = await ingest_event(services(), body, key=key)
+    headers = {"Idempotency-Replayed": "true"} if result.replayed else {}
+    return result.as_dict(), 202, headers

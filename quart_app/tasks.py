@@ -18,6 +18,7 @@ from datetime import timedelta
 from . import feed
 from .dashboard import network_marker, stats_pusher
 from .db_values import db_time, utcnow
+from .ingest import KEY_KEEP
 
 log = logging.getLogger("pulse.tasks")
 
@@ -39,6 +40,7 @@ async def prune_once(svc) -> int:
     now = utcnow()
     await db.execute("hashrate_samples_prune", {"before": db_time(db, now - SAMPLES_KEEP)})
     await db.execute("upcoming_events_prune", {"before": db_time(db, now - EVENTS_KEEP)})
+    await db.execute("ingest_keys_prune", {"before": db_time(db, now - KEY_KEEP)})
     return removed
 
 

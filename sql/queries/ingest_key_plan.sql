@@ -1,0 +1,1 @@
+UPDATE ingest_keys SET plan = :plan WHERE key = :key
