@@ -53,7 +53,10 @@ class Head:
     @property
     def args(self) -> dict[str, str]:
         if self._args is None:
-            self._args = dict(parse_qsl(self.query, keep_blank_values=True))
+            args: dict[str, str] = {}
+            for name, value in parse_qsl(self.query, keep_blank_values=True):
+                args.setdefault(name, value)  # a repeated parameter: the first, as Quart's
+            self._args = args
         return self._args
 
     @property
@@ -104,8 +107,8 @@ def parse_head(head: bytes) -> Head | None:
             headers[name] += ("; " if name == "cookie" else ", ") + value
         else:
             headers[name] = value
-    if "content-length" in headers or "transfer-encoding" in headers:
-        return None
+    if "content-length" in headers or "transfer-encoding" in headers or "host" not in headers:
+        return None  # a body, or no Host (HTTP/1.1 requires one: Hypercorn answers 400)
     return Head(method, path, query, headers, raw_headers)
 
 

@@ -334,7 +334,11 @@ def test_parse_head_and_upgrade_key_take_only_well_formed_requests():
                            good.replace(b"Upgrade: WebSocket", b"Upgrade: h2c"),
                            good.replace(b"keep-alive, Upgrade", b"keep-alive")):
         assert upgrade_key(parse_head(not_an_upgrade)) is None, not_an_upgrade
+    # A repeated parameter counts once, first value first: as Quart reads it on the other path.
+    repeated = parse_head(good.replace(b"?token=a%2Bb&x=1", b"?token=first&x=1&token=second"))
+    assert repeated.args == {"token": "first", "x": "1"} and repeated.token() == "first"
     for unparsed in (good.replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1),
+                     good.replace(b"Host: h\r\n", b""),
                      good.replace(b"Host: h", b"Content-Length: 3"),
                      good.replace(b"Host: h", b"Host h"),
                      b"\x16\x03\x01garbage\r\n\r\n"):
