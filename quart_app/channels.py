@@ -93,5 +93,13 @@ def check(channel: object, who: Principal) -> str | None:
     return f"Invalid channel: {shown}"
 
 
+def is_public(channel: str) -> bool:
+    """True if anyone may join ``channel``; False for owner- or member-only ones (and invalid)."""
+    for rule in RULES:
+        if rule.pattern.fullmatch(channel):
+            return rule.may_join is _anyone
+    return False
+
+
 def targets_user(channel: str) -> bool:
     return channel in USER_TARGETED_CHANNELS

@@ -5,11 +5,16 @@ results).
 An item reads the same over REST (``GET /dashboard/feed``) and live (a ``feed_item``
 publication on ``dashboard`` and ``activity:feed``), except that live the item's own type is
 ``feed_type`` because ``type`` names the publication.
+
+An event published on a channel not everyone may join (``project_id``, or a ``user:`` channel)
+keeps its feed items there: they are pushed on that channel only and stored out of the global
+feed, so a project's news never reaches non-members.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
+from .channels import is_public
 from .db_values import db_json, db_time, from_db_json, iso
 from .events import Event, Outcome
 
@@ -28,13 +33,21 @@ def _item(row: dict) -> dict:
     }
 
 
+def channels_for(event: Event) -> tuple[str, ...]:
+    """Where ``event``'s feed items are pushed: the global feed, or only its own channel."""
+    return FEED_CHANNELS if is_public(event.channel) else (event.channel,)
+
+
 async def add_item(db, now: datetime, event_type: str, user_id: int | None, title: str,
-                   description: str | None = None, metadata: dict | None = None) -> dict:
-    """Insert a global item; return it in the REST shape."""
+                   description: str | None = None, metadata: dict | None = None,
+                   is_global: bool = True) -> dict:
+    """Insert an item (in the global feed unless ``is_global`` is False); return it in the REST
+    shape."""
     metadata = dict(metadata or {})
     row = await db.fetch_one("feed_insert", {
         "event_type": event_type[:32], "user_id": user_id, "title": title,
-        "description": description, "metadata": db_json(metadata), "now": db_time(db, now)})
+        "description": description, "metadata": db_json(metadata), "is_global": is_global,
+        "now": db_time(db, now)})
     return _item({**row, "event_type": event_type[:32], "title": title,
                   "description": description, "metadata": metadata})
 
@@ -68,11 +81,13 @@ async def prune(db, keep: int) -> int:
     return count
 
 
-async def _post(db, event: Event, out: Outcome, feed_type: str, title: str,
-                description: str | None = None, metadata: dict | None = None) -> dict:
+async def post(db, event: Event, out: Outcome, feed_type: str, title: str,
+               description: str | None = None, metadata: dict | None = None) -> dict:
+    """Store a feed item caused by ``event`` and queue its publications."""
+    channels = channels_for(event)
     item = await add_item(db, event.received_at, feed_type, event.user_id, title, description,
-                          metadata)
-    for channel in FEED_CHANNELS:
+                          metadata, is_global=channels == FEED_CHANNELS)
+    for channel in channels:
         out.publish(channel, publication(item))
     return item
 
@@ -84,16 +99,17 @@ async def feed_item(db, event: Event, out: Outcome, name: str | None) -> None:
     metadata = dict(fields.metadata)
     if event.user_id is not None:
         metadata.setdefault("user_id", event.user_id)
+    channels = channels_for(event)
     item = await add_item(db, event.received_at, fields.feed_type, event.user_id, fields.text,
-                          fields.description, metadata)
+                          fields.description, metadata, is_global=channels == FEED_CHANNELS)
     out.replace = publication(item)
-    for channel in FEED_CHANNELS:
+    for channel in channels:
         if channel != event.channel:
             out.publish(channel, publication(item))
 
 
 async def new_miner(db, event: Event, out: Outcome, name: str | None) -> None:
-    await _post(db, event, out, "new_miner", f"{name} joined the pool",
+    await post(db, event, out, "new_miner", f"{name} joined the pool",
                 metadata={"user_id": event.user_id})
 
 
@@ -112,11 +128,11 @@ async def match_update(db, event: Event, out: Outcome, name: str | None) -> None
         return
     match = event.data.get("match_id")
     title = fields.text or (f"Match {match}: {fields.result}" if match else fields.result)
-    await _post(db, event, out, "competition", title, metadata=_competition_metadata(event))
+    await post(db, event, out, "competition", title, metadata=_competition_metadata(event))
 
 
 async def league_update(db, event: Event, out: Outcome, name: str | None) -> None:
     league = event.data.get("league") or event.data.get("league_id") or "the league"
     title = event.fields.text or f"Standings updated in {league}"
-    await _post(db, event, out, "competition", str(title)[:500],
+    await post(db, event, out, "competition", str(title)[:500],
                 metadata=_competition_metadata(event))

@@ -66,10 +66,8 @@ async def _level_reached(db, event: Event, out: Outcome, name: str | None, level
                          title: str) -> None:
     """Feed item and achievement for a new level."""
     text = f"{name} reached level {level} ({title})"
-    item = await feed.add_item(db, event.received_at, "level_up", event.user_id, text,
-                               metadata={"user_id": event.user_id, "level": level})
-    for channel in feed.FEED_CHANNELS:
-        out.publish(channel, feed.publication(item))
+    await feed.post(db, event, out, "level_up", text,
+                    metadata={"user_id": event.user_id, "level": level})
     achievement(out, event.user_id, name, event.received_at, f"level-{level}",
                 f"Level {level}", f"Reached level {level}: {title}", "⬆️", 10 * level)
 
@@ -131,13 +129,9 @@ async def badge_earned(db, event: Event, out: Outcome, name: str | None) -> None
     if row is None:
         return  # already had it: nothing new to tell the feed
     text = f"{name} earned the {badge['name']} badge"
-    item = await feed.add_item(db, event.received_at, "badge_earned", event.user_id, text,
-                               badge["description"], {"user_id": event.user_id,
-                                                      "badge_id": badge["id"],
-                                                      "icon": badge["icon"],
-                                                      "rarity": badge["rarity"]})
-    for channel in feed.FEED_CHANNELS:
-        out.publish(channel, feed.publication(item))
+    await feed.post(db, event, out, "badge_earned", text, badge["description"], {
+        "user_id": event.user_id, "badge_id": badge["id"], "icon": badge["icon"],
+        "rarity": badge["rarity"]})
     out.stats_users.add(event.user_id)
 
 

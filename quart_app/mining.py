@@ -72,10 +72,7 @@ async def block_found(db, event: Event, out: Outcome, name: str | None) -> None:
     if description is None and fields.reward is not None:
         description = f"Reward: {fields.reward:g} BTC"
     metadata = {"height": fields.height, "user_id": event.user_id, "reward": fields.reward}
-    item = await feed.add_item(db, event.received_at, "block_found", event.user_id,
-                               str(title), _text(description), metadata)
-    for channel in feed.FEED_CHANNELS:
-        out.publish(channel, feed.publication(item))
+    await feed.post(db, event, out, "block_found", str(title), _text(description), metadata)
     if event.user_id is not None:
         out.stats_users.add(event.user_id)
 

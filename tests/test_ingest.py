@@ -78,6 +78,34 @@ async def test_channel_or_project_id_names_the_channel(app, client):
     assert await history(app, "project:p1:events") == [{"type": "match_update", "x": 1}]
 
 
+@pytest.mark.parametrize("scope", [{"project_id": "secret"}, {"channel": "user:1:progress"}])
+@pytest.mark.parametrize("kind, data", [("block_found", {"height": 7, "reward": 3.125}),
+                                        ("feed_item", {"text": "Internal note"}),
+                                        ("badge_earned", {"badge_id": "first-share"})])
+async def test_feed_items_of_a_restricted_channel_stay_on_it(app, client, token, scope, kind,
+                                                             data):
+    """A project's (or a user's) event is news for its members only: its feed item goes on that
+    channel, not on dashboard or activity:feed, and not into the global REST feed."""
+    channel = scope.get("channel") or f"project:{scope['project_id']}:events"
+    response = await post_event(client, {"type": kind, "user_id": 1, "data": data, **scope})
+    assert response.status_code == 202
+    answer = await response.get_json()
+    assert answer["channel"] == channel
+    assert {p["channel"] for p in answer["published"]} & {"dashboard", "activity:feed"} == set()
+    assert await of_type(app, "dashboard", "feed_item") == []   # (user 1's own stats_update: yes)
+    assert await history(app, "activity:feed") == []
+    pushed = [d for d in await history(app, channel) if d["type"] == "feed_item"]
+    assert [item["text"] for item in pushed] == [
+        {"block_found": "Block #7 found by miner-1", "feed_item": "Internal note",
+         "badge_earned": "miner-1 earned the First Share badge"}[kind]]
+    feed = await (await client.get("/dashboard/feed", headers=auth(token(2)))).get_json()
+    assert feed == []
+    # The same event without a scope is everyone's news.
+    await post_event(client, {"type": kind, "user_id": 2, "data": data})
+    feed = await (await client.get("/dashboard/feed", headers=auth(token(2)))).get_json()
+    assert len(feed) == 1 and "miner-1" not in feed[0]["text"]
+
+
 BAD_BODIES = [
     ({"type": "nope", "data": {}}, "Unknown event type"),
     ({"data": {}}, "Unknown event type"),
