@@ -99,13 +99,16 @@ class Stream:
         return b"retry: %d\n: connected\n\n" % self.svc.settings.liveness.sse_retry_ms
 
     def render(self, items: list) -> bytes:
-        """Queued items as SSE records, each publication after its ``id:`` cursor line."""
+        """Queued items as SSE records, each publication and each ``subscribed`` ack after its
+        ``id:`` cursor line (the ack's too: a stream that drops before a channel's first
+        publication resumes from the ack's offset, not from live)."""
         chunks = []
         positions = self.positions
         for item in items:
             ack = item.ack
             if ack is not None:
                 positions[ack[0]] = ack[1]
+                chunks.append(b"id: " + format_cursor(positions) + b"\n")
             elif item.offset is not None:
                 positions[item.channel] = item.offset
                 chunks.append(b"id: " + format_cursor(positions) + b"\n")

@@ -144,6 +144,30 @@ async def test_cursor_never_runs_ahead_during_a_two_channel_replay(live_server, 
                 event = await reader.data()
                 if "id" in event:
                     ids.append(event["id"])
+    # Publications and acks alike: the ack's id repeats the position its replay reached.
     assert ids == ["activity:feed:1,mining:0", "activity:feed:2,mining:0",
-                   "activity:feed:3,mining:0", "activity:feed:3,mining:1",
-                   "activity:feed:3,mining:2", "activity:feed:3,mining:3"]
+                   "activity:feed:3,mining:0", "activity:feed:3,mining:0",
+                   "activity:feed:3,mining:1", "activity:feed:3,mining:2",
+                   "activity:feed:3,mining:3", "activity:feed:3,mining:3"]
+
+
+async def test_a_stream_dropped_before_any_publication_resumes_from_its_ack(live_server, token):
+    """The subscribed ack carries an id: too. A native EventSource that drops before the
+    channel's first publication sends it back, and misses nothing published meanwhile."""
+    address, app = live_server
+    svc = app.extensions["pulse"]
+    await svc.publish("mining", {"type": "share_submitted", "i": 0})
+    async with httpx.AsyncClient(timeout=5) as http:
+        async with http.stream("GET", sse_url(address, "mining", token(1))) as resp:
+            reader = SseReader(resp)
+            ack = await reader.data()
+            assert ack["data"]["type"] == "subscribed" and ack["id"] == "mining:1"
+        # Dropped. Published while the browser waits for `retry:`:
+        await svc.publish("mining", {"type": "share_submitted", "i": 1})
+        async with http.stream("GET", sse_url(address, "mining", token(1)),
+                               headers={"Last-Event-ID": ack["id"]}) as resp:
+            reader = SseReader(resp)
+            missed = await reader.data()
+            assert missed["data"]["data"]["i"] == 1 and missed["id"] == "mining:2"
+            ack = await reader.data()
+            assert ack["data"]["type"] == "subscribed" and ack["data"]["recovered"] is True
