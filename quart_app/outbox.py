@@ -148,7 +148,7 @@ class Flusher:
     RETRY_SECONDS = 0.05
 
     def __init__(self, high_water_bytes: int) -> None:
-        self._high_water = high_water_bytes
+        self.high_water = self._high_water = high_water_bytes
         self._dirty: list[Outbox] = []
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -147,6 +147,11 @@ class DirectWebSocket(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
+        if self.session is not None:
+            # What the session queued before it closed (pongs, errors) goes out first: frames
+            # leave in the order the server produced them, the close frame last. Not when the
+            # socket is backed up (a slow consumer): then only the close frame is owed.
+            self.session.conn.outbox.flush_direct(self.svc.flusher.high_water)
         transport.write(close_frame(code, reason))
         self._timer = asyncio.get_running_loop().call_later(
             CLOSE_HANDSHAKE_SECONDS, transport.abort)

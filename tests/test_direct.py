@@ -466,3 +466,30 @@ async def test_a_connection_still_sending_its_head_is_closed_when_the_server_sto
     finally:
         sys.unraisablehook = hook
     assert not unraisable, [u.exc_value for u in unraisable]
+
+
+async def test_frames_queued_before_a_close_go_out_before_it(server, token):
+    """Pongs and errors the server produced for frames that arrived in the same read as a
+    fatal one leave first, then the close frame: the order the server produced them."""
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(frame('{"action":"ping","ts":1}') + frame('{"action":"ping","ts":2}')
+            + frame(b"\xff\xfe"))
+    assert (await ws.recv_json())["ts"] == 1
+    assert (await ws.recv_json())["ts"] == 2
+    assert await ws.recv_close() == (1007, "Invalid UTF-8 in a text frame")
+    ws.close()
+
+    # 130 pings in one read: 20 pongs (the per-second budget), the reported drops, then 4029.
+    ws = await RawWs.connect(address, f"?token={token(2)}")
+    ws.send(b"".join(frame('{"action":"ping","ts":%d}' % i) for i in range(130)))
+    kinds = []
+    while True:
+        opcode, payload = await ws.recv()
+        if opcode == 0x8:
+            code = struct.unpack(">H", payload[:2])[0]
+            break
+        kinds.append(json.loads(payload)["type"])
+    assert code == 4029
+    assert kinds[:20] == ["pong"] * 20 and set(kinds[20:]) == {"error"} and len(kinds) > 20
+    ws.close()
