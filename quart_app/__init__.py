@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from redis.exceptions import RedisError
 
@@ -114,6 +116,19 @@ def _register_error_handlers(app: Quart) -> None:
     @app.errorhandler(500)
     async def _internal(_error):
         return {"detail": "Internal server error"}, 500
+
+    @app.errorhandler(WebsocketMismatch)
+    async def _websocket_mismatch(_error):
+        if request.path == "/ws":
+            return {"detail": "This endpoint takes a WebSocket upgrade (Upgrade: websocket)"}, 400
+        return {"detail": "This endpoint does not take a WebSocket upgrade"}, 400
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException):
+        """Every other HTTP error Quart raises (400, 413, …) as JSON too; redirects as they are."""
+        if error.code is None or error.code < 400:
+            return error
+        return {"detail": error.description or error.name}, error.code
 
 
 def _describe_validation(error) -> str:

@@ -22,7 +22,9 @@ request on a kept-alive connection is Hypercorn's (and Quart's) to serve.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -144,6 +146,17 @@ class _Detached:
 _DETACHED = _Detached()
 
 
+def refuse(transport: Any, status: int, reason: str, detail: str,
+           headers: tuple[tuple[str, str], ...] = ()) -> None:
+    """Answer a request Pulse took with a JSON error, then close the connection."""
+    body = json.dumps({"detail": detail}).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
+            f"content-length: {len(body)}", "connection: close",
+            f"date: {formatdate(usegmt=True)}", *(f"{k}: {v}" for k, v in headers)]
+    transport.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+    transport.close()
+
+
 def _services_of(app: Any) -> Any:
     """The Pulse services behind Hypercorn's app wrapper, if this is Pulse."""
     quart = getattr(app, "app", app)
@@ -237,8 +250,7 @@ async def _take(svc, original, app, loop, config, context, state, reader, writer
     if served is None:
         await original(app, loop, config, context, state, _Replay(head + pending, reader), writer)
         return
+    kind, status = served
     if config.accesslog is not None:
-        await config.log.access(request.scope(transport.get_extra_info("peername"),
-                                              served),
-                                {"status": 101 if served == "websocket" else 200,
-                                 "headers": []}, loop.time() - started)
+        await config.log.access(request.scope(transport.get_extra_info("peername"), kind),
+                                {"status": status, "headers": []}, loop.time() - started)

@@ -254,8 +254,8 @@ class DirectStream(asyncio.Protocol):
         self.stream.close()
 
 
-async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> str | None:
-    """Take the connection if its stream opens (``"http"``); None leaves the request to Quart,
+async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> tuple[str, int] | None:
+    """Take the connection if its stream opens (``("http", 200)``); None leaves it to Quart,
     which answers the same checks' errors (401, 400, 403, 429, 503) itself."""
     if request.tokens("upgrade") != {""}:
         return None
@@ -275,8 +275,8 @@ async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> str | Non
         protocol.done = True
         stream.close()
         transport.close()
-        return "http"
+        return "http", 200
     transport.write(_response_head() + _chunk(stream.preamble()))
     stream.on_end = protocol.finish
     stream.outbox.use_transport(transport, svc.flusher, protocol.render)
-    return "http"
+    return "http", 200

@@ -18,7 +18,7 @@ from email.utils import formatdate
 from typing import Any
 
 from .auth import verify_token
-from .direct import Head, hand_over
+from .direct import Head, hand_over, refuse
 from .errors import Unauthorized
 from .protocol import CloseCode
 from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Session, end_session, open_session, \
@@ -55,17 +55,30 @@ def accept_response(key: str) -> bytes:
             + b"\r\nDate: " + formatdate(usegmt=True).encode() + b"\r\n\r\n")
 
 
-def serve_websocket(svc, config, request: Head, reader, writer, pending: bytes) -> str | None:
-    """Take the connection if ``request`` is a well-formed upgrade: ``"websocket"``, else None."""
+def serve_websocket(svc, config, request: Head, reader, writer,
+                    pending: bytes) -> tuple[str, int] | None:
+    """Take the connection if ``request`` is a well-formed upgrade (``("websocket", 101)``), or
+    refuse a malformed one with a JSON error (RFC 6455 §4.2.2: 426 for another version, else
+    400); None leaves anything else (a plain GET) to Quart."""
     key = upgrade_key(request)
     if key is None:
-        return None
+        if "websocket" not in request.tokens("upgrade"):
+            return None
+        transport = writer.transport
+        if request.headers.get("sec-websocket-version") != "13":
+            refuse(transport, 426, "Upgrade Required",
+                   "Unsupported WebSocket version: this server speaks version 13",
+                   (("sec-websocket-version", "13"),))
+            return "http", 426
+        refuse(transport, 400, "Bad Request", "Invalid WebSocket handshake: it needs "
+               "'Connection: Upgrade' and a Sec-WebSocket-Key of 16 base64-encoded bytes")
+        return "http", 400
     transport = writer.transport
     protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
     hand_over(reader, writer, protocol)
     transport.write(accept_response(key))
     protocol.start(request.token(), pending)
-    return "websocket"
+    return "websocket", 101
 
 
 # -- frames --------------------------------------------------------------------------------

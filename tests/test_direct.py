@@ -493,3 +493,33 @@ async def test_frames_queued_before_a_close_go_out_before_it(server, token):
     assert code == 4029
     assert kinds[:20] == ["pong"] * 20 and set(kinds[20:]) == {"error"} and len(kinds) > 20
     ws.close()
+
+
+async def test_malformed_upgrades_and_plain_gets_get_json_errors(server):
+    """A /ws upgrade with another version is 426 (RFC 6455 §4.2.2) and a broken one 400, both
+    JSON; a GET without an upgrade is Quart's JSON 400."""
+    address, _svc = server
+    host, port = address.split(":")
+
+    async def answer(request: bytes) -> tuple[bytes, dict]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(reader.read(), 5)   # then the server closes
+        writer.close()
+        return head, json.loads(body)
+
+    base = (f"GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n")
+    head, body = await answer(base.replace("Version: 13", "Version: 8").encode())
+    assert head.startswith(b"HTTP/1.1 426 ") and b"sec-websocket-version: 13" in head.lower()
+    assert "version 13" in body["detail"]
+    for broken in (base.replace(f"Sec-WebSocket-Key: {KEY}\r\n", ""),
+                   base.replace(KEY, "short"), base.replace("Connection: Upgrade", "Connection: x")):
+        head, body = await answer(broken.encode())
+        assert head.startswith(b"HTTP/1.1 400 ") and b"application/json" in head
+        assert "Invalid WebSocket handshake" in body["detail"]
+    head, body = await answer(f"GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+                              .encode())
+    assert head.startswith(b"HTTP/1.1 400 ") and "WebSocket upgrade" in body["detail"]
