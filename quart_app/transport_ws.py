@@ -140,7 +140,13 @@ class Session:
 
 
 def principal_from_auth_frame(svc, raw: str | bytes) -> Principal:
-    """The first frame of a connection that brought no token: ``{"action":"auth","token":…}``."""
+    """The first frame of a connection that brought no token: ``{"action":"auth","token":…}``,
+    as JSON text within the frame size limit like every later frame."""
+    limit = svc.settings.limits.max_frame_bytes
+    if not isinstance(raw, str):
+        raise Unauthorized(AUTH_REQUIRED)
+    if len(raw) > limit or len(raw.encode()) > limit:
+        raise Unauthorized(f"Authentication frame too large (max {limit} bytes)")
     try:
         frame = json.loads(raw)
     except (ValueError, TypeError):

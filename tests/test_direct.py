@@ -234,8 +234,17 @@ async def test_auth_frame_then_session_and_auth_timeout(settings, token):
         assert code == 4001 and "auth" in reason
         expired = await RawWs.connect(address, f"?token={token(1, ttl_seconds=-5)}")
         assert (await expired.recv_close())[0] == 4001
-        assert app.extensions["pulse"].metrics.auth_failures == 3
-        for client in (silent, wrong, expired):
+        # The auth frame obeys the rules of every frame: JSON text, at most 4 KiB.
+        binary = await RawWs.connect(address)
+        binary.send(frame(json.dumps({"action": "auth", "token": token(3)}).encode(), opcode=0x2))
+        code, reason = await binary.recv_close()
+        assert code == 4001 and "auth" in reason
+        padded = await RawWs.connect(address)
+        padded.send(frame(json.dumps({"action": "auth", "token": token(3), "pad": "a" * 5000})))
+        assert await padded.recv_close() == (
+            4001, "Authentication frame too large (max 4096 bytes)")
+        assert app.extensions["pulse"].metrics.auth_failures == 5
+        for client in (silent, wrong, expired, binary, padded):
             assert await client.closed_by_server()
         ws.close()
 
