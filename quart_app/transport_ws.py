@@ -407,6 +407,8 @@ async def liveness(svc) -> None:
         await asyncio.sleep(period)
         now = time.monotonic()
         for session in list(svc.ws_sessions.values()):
+            if session.closing:  # its close frame is out: nothing may follow it (RFC 6455 §5.5.1)
+                continue
             idle = now - session.seen()
             if idle >= cfg.idle_timeout_seconds:
                 session.close(CloseCode.IDLE_TIMEOUT, "idle timeout")

@@ -532,3 +532,23 @@ async def test_malformed_upgrades_and_plain_gets_get_json_errors(server):
     head, body = await answer(f"GET /ws HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
                               .encode())
     assert head.startswith(b"HTTP/1.1 400 ") and "WebSocket upgrade" in body["detail"]
+
+
+async def test_nothing_follows_the_close_frame_not_even_pings(settings, token):
+    """A session closed by the server (here SIGTERM's 1012) whose client does not answer yet
+    gets no liveness pings after the close frame (RFC 6455 §5.5.1)."""
+    from quart_app.transport_ws import close_all
+
+    settings = with_env(settings, liveness=with_env(settings.liveness,
+                                                    ping_interval_seconds=0.2))
+    async with serve_app(settings) as (address, app):
+        ws = await RawWs.connect(address, f"?token={token(1)}")
+        ws.send(frame('{"action":"ping"}'))
+        await ws.recv_json()
+        closing = asyncio.ensure_future(close_all(app.extensions["pulse"], 1012, "Restart"))
+        assert await ws.recv_close(answer=False) == (1012, "Restart")
+        with pytest.raises(asyncio.TimeoutError):   # 1 s = 5 ping intervals: silence
+            await ws.recv(timeout=1.0)
+        ws.send(frame(struct.pack(">H", 1012), opcode=0x8))
+        assert await ws.closed_by_server(timeout=2)
+        await asyncio.wait_for(closing, 5)
