@@ -28,11 +28,14 @@ _installed: dict[str, Any] = {}
 
 
 class SocketTap:
-    __slots__ = ("transport", "last_seen")
+    __slots__ = ("transport", "last_seen", "on_close")
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self.last_seen = time.monotonic()
+        # Called once when Hypercorn sends a close frame (its own, e.g. 1009, or the app's):
+        # direct writes must stop there, since nothing may follow a close frame.
+        self.on_close: Any = None
 
 
 def _find_transport(stream: Any) -> Any | None:
@@ -64,6 +67,7 @@ def install(deflate: bool = False) -> None:
     original_accept = ws_stream.Handshake.accept
     original_stream_accept = ws_stream.WSStream._accept
     original_handle = ws_stream.WSStream.handle
+    original_send_event = ws_stream.WSStream._send_wsproto_event
 
     def accept(self, subprotocol, additional_headers):
         if not _installed["deflate"]:
@@ -83,6 +87,15 @@ def install(deflate: bool = False) -> None:
                 tap.last_seen = time.monotonic()
         await original_handle(self, event)
 
+    async def send_event(self, event):
+        if isinstance(event, ws_stream.CloseConnection):
+            tap = self.scope["extensions"].get("pulse.tap")
+            if tap is not None and tap.on_close is not None:
+                on_close, tap.on_close = tap.on_close, None
+                on_close()
+        await original_send_event(self, event)
+
     ws_stream.Handshake.accept = accept
+    ws_stream.WSStream._send_wsproto_event = send_event
     ws_stream.WSStream._accept = stream_accept
     ws_stream.WSStream.handle = handle

@@ -74,6 +74,12 @@ class Session:
             self.expiry.cancel()
         self.endpoint.close(code, reason)
 
+    def stop_output(self) -> None:
+        """The endpoint sent a close frame of its own (Hypercorn's 1009): leave the hub, so
+        nothing more is queued or written after it."""
+        self.closing = True
+        self.hub.disconnect(self.conn)
+
     def on_overflow(self) -> None:
         # Called from inside hub.dispatch: close on the next loop iteration, never while the
         # hub is iterating the channel's subscribers.
@@ -262,6 +268,8 @@ async def ws_endpoint() -> None:
     writer = None
     if tap is None:
         writer = asyncio.get_running_loop().create_task(_write(ws, session.conn.outbox))
+    else:
+        tap.on_close = session.stop_output
     try:
         while not session.closing:
             raw = await ws.receive()

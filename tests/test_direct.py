@@ -552,3 +552,41 @@ async def test_nothing_follows_the_close_frame_not_even_pings(settings, token):
         ws.send(frame(struct.pack(">H", 1012), opcode=0x8))
         assert await ws.closed_by_server(timeout=2)
         await asyncio.wait_for(closing, 5)
+
+
+async def _kept_alive_ws(address: str, query: str) -> RawWs:
+    """A WebSocket on a connection that served a request first: Hypercorn and Quart serve it."""
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    await reader.readexactly(length)
+    writer.write(f"GET /ws{query} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return RawWs(reader, writer)
+
+
+async def test_on_the_quart_path_nothing_follows_hypercorns_close_frame(server, token):
+    """Hypercorn closes with 1009 by itself; the subscribe answered meanwhile must not be
+    written after that close frame (publications there go straight to the socket)."""
+    address, svc = server
+    ws = await _kept_alive_ws(address, f"?token={token(1)}")
+    ws.send(frame('{"action":"ping"}'))
+    assert (await ws.recv_json())["type"] == "pong"
+    assert not any(type(s.endpoint) is DirectWebSocket for s in svc.ws_sessions.values())
+    ws.send(frame('{"action":"subscribe","channel":"mining"}') + frame("x" * 70_000))
+    frames = []
+    while True:
+        opcode, payload = await ws.recv()
+        frames.append(opcode)
+        if opcode == 0x8:
+            assert struct.unpack(">H", payload[:2])[0] == 1009
+            break
+    with pytest.raises((asyncio.TimeoutError, asyncio.IncompleteReadError)):
+        await ws.recv(timeout=0.5)   # nothing after the close frame
+    ws.close()
