@@ -94,9 +94,13 @@ class Session:
         self.expiry = loop.call_later(delay, self.close, CloseCode.UNAUTHORIZED, "Token expired")
 
     # -- client frames -------------------------------------------------------------------
-    def admit(self) -> bool:
+    def admit(self, later: list | None = None) -> bool:
         """Count one client frame against the token bucket (``max_messages_per_second``
-        sustained, a burst of as many); False when it is dropped. Persistent abuse closes."""
+        sustained, a burst of as many); False when it is dropped. Persistent abuse closes.
+
+        ``later``: the frames still waiting behind an action in flight; the drop's error is
+        queued there instead of sent now, so it follows the answers to the frames before it.
+        """
         svc = self.svc
         svc.metrics.messages_in += 1
         rate = svc.settings.limits.max_messages_per_second
@@ -112,8 +116,12 @@ class Session:
         if self.dropped >= MAX_DROPPED_BEFORE_CLOSE:
             self.close(CloseCode.TOO_MANY, "Rate limit exceeded")
         elif self.dropped == 1 or self.dropped % 10 == 0:
-            self.conn.outbox.push(protocol.error(
-                f"Rate limit exceeded (max {rate:g} messages/s): message dropped"))
+            error = protocol.error(
+                f"Rate limit exceeded (max {rate:g} messages/s): message dropped")
+            if later is not None:
+                later.append(Reply(error))
+            else:
+                self.conn.outbox.push(error)
         return False
 
     def receive(self, raw: str | bytes) -> Awaitable[None] | None:
@@ -201,6 +209,15 @@ def end_session(svc, session: Session) -> None:
 
 
 # -- the Quart route (servers without the direct endpoint) -------------------------------
+class Reply:
+    """A frame the server owes in its place among the client's queued frames (see admit)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
 class QuartEndpoint:
     """Closes through Quart; writes publications directly when Hypercorn's socket tap is
     there (see hypercorn_ext), else through a writer task."""

@@ -21,7 +21,7 @@ from .auth import verify_token
 from .direct import Head, hand_over, refuse
 from .errors import Unauthorized
 from .protocol import CloseCode
-from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Session, end_session, open_session, \
+from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
     principal_from_auth_frame
 
 log = logging.getLogger("pulse.ws")
@@ -330,7 +330,7 @@ class DirectWebSocket(asyncio.Protocol):
                 return
             self._open(principal)
             return
-        if session.closing or not session.admit():
+        if session.closing or not session.admit(self._backlog):
             return
         if self._busy is not None:
             self._backlog.append(message)  # type: ignore[union-attr]
@@ -346,7 +346,11 @@ class DirectWebSocket(asyncio.Protocol):
         try:
             await pending
             while self._backlog and not session.closing:  # type: ignore[union-attr]
-                pending = session.receive(self._backlog.pop(0))  # type: ignore[union-attr]
+                message = self._backlog.pop(0)  # type: ignore[union-attr]
+                if type(message) is Reply:
+                    session.conn.outbox.push(message.item)
+                    continue
+                pending = session.receive(message)
                 if pending is not None:
                     await pending
         except Exception:  # a bug must cost this connection only, and be seen

@@ -590,3 +590,17 @@ async def test_on_the_quart_path_nothing_follows_hypercorns_close_frame(server, 
     with pytest.raises((asyncio.TimeoutError, asyncio.IncompleteReadError)):
         await ws.recv(timeout=0.5)   # nothing after the close frame
     ws.close()
+
+
+async def test_a_dropped_frames_error_follows_the_answers_to_the_frames_before_it(server, token):
+    """25 subscribes in one read: 20 pass the rate limit, and their acks (each awaiting the
+    broker) come before the error about the 21st, as they were sent."""
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(b"".join(frame(json.dumps({"action": "subscribe", "channel": f"leaderboard:c{i}"}))
+                     for i in range(25)))
+    got = [await ws.recv_json() for _ in range(21)]
+    assert [m["type"] for m in got] == ["subscribed"] * 20 + ["error"]
+    assert [m["channel"] for m in got[:20]] == [f"leaderboard:c{i}" for i in range(20)]
+    assert "Rate limit exceeded" in got[20]["message"]
+    ws.close()
