@@ -237,6 +237,8 @@ async def post_event():
     if key is not None and not (0 < len(key) <= KEY_MAX and set(key) <= KEY_CHARS):
         raise Unprocessable(
             f"Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)")
+    if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
+        raise PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
     raw = await request.get_data()
     if len(raw) > MAX_BODY_BYTES:
         raise PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)

@@ -604,3 +604,16 @@ async def test_a_dropped_frames_error_follows_the_answers_to_the_frames_before_i
     assert [m["channel"] for m in got[:20]] == [f"leaderboard:c{i}" for i in range(20)]
     assert "Rate limit exceeded" in got[20]["message"]
     ws.close()
+
+
+async def test_an_announced_oversized_ingest_body_is_413_before_it_is_sent(server):
+    from .conftest import API_KEY
+
+    address, _svc = server
+    host, port = address.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /api/events HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {API_KEY}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)   # no body was sent
+    assert head.startswith(b"HTTP/1.1 413 ")
+    writer.close()
