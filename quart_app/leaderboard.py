@@ -1,9 +1,10 @@
-"""Leaderboards (seed 001 §8.4): scores, ranks with rank changes, and rank milestones.
+"""Leaderboards (seed 001 §8.4): scores, ranks with rank changes, rank and score milestones.
 
 A score event sets the user's score in a category and re-ranks it (highest score first; ties go
 to whoever got there first). Every row whose rank moved is published as ``leaderboard_update``
 on ``competition`` and ``leaderboard:{category}``, and as ``rank_changed`` on the owner's
-``user:{id}:rank-changes``; moving up into the top 10, top 5 or to #1 is an achievement.
+``user:{id}:rank-changes``; moving up into the top 10, top 5 or to #1 is an achievement, and so
+is a score going past 100, 500 or 1,000 (the highest one passed).
 ``rank_change`` is ``previous_rank - rank``: positive means up.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ from .gamification import achievement
 
 RANK_MILESTONES = ((1, "rank-1", "Number One", "🏆", 500), (5, "rank-top-5", "Top 5", "🥈", 200),
                    (10, "rank-top-10", "Top 10", "🏅", 100))
+# Seed 001 §8.6's score milestones: (points, achievement points), highest first.
+SCORE_MILESTONES = ((1000, 100), (500, 50), (100, 10))
 
 
 def entry(row: dict) -> dict:
@@ -36,6 +39,7 @@ async def set_score(db, event: Event, out: Outcome, category: str, score: float)
     before = await db.fetch_one("leaderboard_entry",
                                 {"category": category, "user_id": event.user_id})
     old_rank = before["rank"] if before else None
+    old_score = float(before["score"]) if before else 0.0
     await db.execute("leaderboard_score_set", {
         "category": category, "user_id": event.user_id, "score": score,
         "now": db_time(db, event.received_at)})
@@ -56,6 +60,8 @@ async def set_score(db, event: Event, out: Outcome, category: str, score: float)
         _publish_move(out, event, update)
         if previous is not None and rank < previous:
             _milestone(out, event, update)
+        if user_id == event.user_id:
+            _score_milestone(out, event, update, old_score)
 
 
 def _publish_move(out: Outcome, event: Event, update: dict) -> None:
@@ -83,4 +89,16 @@ def _milestone(out: Outcome, event: Event, update: dict) -> None:
                         f"{key}:{update['category']}", title,
                         f"Reached {where} of the {update['category']} leaderboard", icon,
                         points, category=update["category"], rank=rank)
+            return
+
+
+def _score_milestone(out: Outcome, event: Event, update: dict, old_score: float) -> None:
+    """The highest of 100, 500 and 1,000 points the score went past (seed 001 §8.6)."""
+    score = update["score"]
+    for threshold, points in SCORE_MILESTONES:
+        if old_score < threshold <= score:
+            achievement(out, update["user_id"], update["display_name"], event.received_at,
+                        f"score-{threshold}:{update['category']}", f"{threshold:,} Points",
+                        f"Scored {threshold:,} in {update['category']}", "🎯", points,
+                        category=update["category"], score=score)
             return

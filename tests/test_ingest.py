@@ -238,7 +238,8 @@ async def test_rank_changes_and_rank_milestones(app, client, token):
     mine = await of_type(app, "user:1:rank-changes", "rank_changed",
                          start["user:1:rank-changes"])
     assert [(c["rank"], c["previous_rank"], c["rank_change"]) for c in mine] == [(2, 12, 10)]
-    [milestone] = await of_type(app, "user:1:achievements", "achievement_unlocked")
+    [milestone] = [a for a in await of_type(app, "user:1:achievements", "achievement_unlocked")
+                   if a["achievement"].startswith("rank-")]   # (115 points: also score-100)
     assert milestone["achievement"] == "rank-top-5:shares" and milestone["rank"] == 2
     assert milestone in await of_type(app, "activity:achievements", "achievement_unlocked")
     theirs = await of_type(app, "user:2:rank-changes", "rank_changed",
@@ -255,7 +256,8 @@ async def test_rank_changes_and_rank_milestones(app, client, token):
 
     await ingest(app, "leaderboard_update", 1, category="shares", score=500.0)   # -> #1
     achievements = await of_type(app, "user:1:achievements", "achievement_unlocked")
-    assert [a["achievement"] for a in achievements] == ["rank-top-5:shares", "rank-1:shares"]
+    assert [a["achievement"] for a in achievements] == [
+        "rank-top-5:shares", "score-100:shares", "rank-1:shares", "score-500:shares"]
     top = await (await client.get("/leaderboard/shares?limit=3", headers=auth(token(9)))).get_json()
     assert [(e["user_id"], e["rank"], e["previous_rank"], e["rank_change"]) for e in top] == [
         (1, 1, 2, 1), (12, 2, 1, -1), (11, 3, 2, -1)]
@@ -365,3 +367,23 @@ async def test_rest_answers_keep_their_field_order(app, client):
     response = await client.post("/api/events", json={"type": "match_update", "data": {}},
                                  headers={"X-API-Key": "test-api-key"})
     assert (await response.get_data(as_text=True)).startswith('{"channel":')
+
+
+async def test_score_milestones_fire_once_for_the_highest_passed(app):
+    """Seed 001 §8.6: 100, 500 and 1,000 points; a jump past several gives the highest."""
+    async def unlocked():
+        return [a["achievement"] for a in await of_type(app, "user:4:achievements",
+                                                        "achievement_unlocked")]
+
+    await ingest(app, "leaderboard_update", 4, category="typing", score=50.0)
+    assert [a for a in await unlocked() if a.startswith("score-")] == []
+    await ingest(app, "leaderboard_update", 4, category="typing", score=150.0)
+    await ingest(app, "leaderboard_update", 4, category="typing", score=160.0)   # nothing new
+    await ingest(app, "leaderboard_update", 4, category="typing", score=1200.0)  # past 500, 1000
+    await ingest(app, "leaderboard_update", 4, category="typing", score=90.0)    # down: nothing
+    await ingest(app, "leaderboard_update", 4, category="typing", score=120.0)   # past 100 again
+    assert [a for a in await unlocked() if a.startswith("score-")] == [
+        "score-100:typing", "score-1000:typing", "score-100:typing"]
+    [first] = [a for a in await of_type(app, "activity:achievements", "achievement_unlocked")
+               if a["achievement"] == "score-1000:typing"]
+    assert first["title"] == "1,000 Points" and first["score"] == 1200.0
