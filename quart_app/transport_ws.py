@@ -249,8 +249,16 @@ class QuartEndpoint:
             # A stalled peer: the close frame is stuck behind unread data.
             if self.tap is not None:
                 self.tap.transport.abort()
+            return
         except Exception:  # the peer may be gone already
-            pass
+            return
+        if self.tap is not None:
+            # The close frame is out. A peer that never answers it (a silent client closed for
+            # idleness, say) is cut off at the deadline, as on the direct path; Hypercorn
+            # alone would hold the socket open for as long as the peer stays silent.
+            transport = self.tap.transport
+            asyncio.get_running_loop().call_later(
+                CLOSE_HANDSHAKE_SECONDS, lambda: transport.is_closing() or transport.abort())
 
 
 async def _authenticate(svc) -> Principal:

@@ -617,3 +617,18 @@ async def test_an_announced_oversized_ingest_body_is_413_before_it_is_sent(serve
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)   # no body was sent
     assert head.startswith(b"HTTP/1.1 413 ")
     writer.close()
+
+
+async def test_on_the_quart_path_a_silent_client_is_cut_off_after_the_close_deadline(
+        settings, token, monkeypatch):
+    """Closed for idleness (4009) and never answering the close frame: the socket is closed at
+    the close-handshake deadline, on the Quart path as on the direct one."""
+    import quart_app.transport_ws as transport_ws
+
+    monkeypatch.setattr(transport_ws, "CLOSE_HANDSHAKE_SECONDS", 0.5)
+    settings = with_env(settings, liveness=with_env(settings.liveness, idle_timeout_seconds=0.6,
+                                                    ping_interval_seconds=0.2))
+    async with serve_app(settings) as (address, _app):
+        ws = await _kept_alive_ws(address, f"?token={token(1)}")
+        assert (await ws.recv_close(answer=False))[0] == 4009
+        assert await ws.closed_by_server(timeout=3)
