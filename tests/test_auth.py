@@ -27,13 +27,13 @@ def test_valid_token_gives_principal():
     ("", "Missing"),
     ("not-a-jwt", "Invalid token"),
     (_raw({"sub": "1", "type": "access", "exp": int(time.time()) - 5}), "expired"),
-    (_raw({"sub": "1", "type": "access", "exp": int(time.time()) + 60}, secret="other-secret-" * 3),
+    (_raw({"sub": "1", "type": "access", "exp": int(time.time()) + 3600}, secret="other-secret-" * 3),
      "Invalid token"),
-    (_raw({"sub": "1", "type": "refresh", "exp": int(time.time()) + 60}), "Wrong token type"),
-    (_raw({"type": "access", "exp": int(time.time()) + 60}), "sub"),
+    (_raw({"sub": "1", "type": "refresh", "exp": int(time.time()) + 3600}), "Wrong token type"),
+    (_raw({"type": "access", "exp": int(time.time()) + 3600}), "sub"),
     (_raw({"sub": "1", "type": "access"}), "exp"),
-    (_raw({"sub": "abc", "type": "access", "exp": int(time.time()) + 60}), "not a user id"),
-    (_raw({"sub": "1", "type": "access", "exp": int(time.time()) + 60}, secret=SECRET * 2,
+    (_raw({"sub": "abc", "type": "access", "exp": int(time.time()) + 3600}), "not a user id"),
+    (_raw({"sub": "1", "type": "access", "exp": int(time.time()) + 3600}, secret=SECRET * 2,
           algorithm="HS512"),
      "Invalid token"),
 ])
@@ -83,7 +83,7 @@ async def _close_code(uri, **kwargs):
 async def test_ws_matrix(live_server, token):
     address, _ = live_server
     expired = mint_token(SECRET, 5, ttl_seconds=-10)
-    wrong_type = _raw({"sub": "5", "type": "refresh", "exp": int(time.time()) + 60})
+    wrong_type = _raw({"sub": "5", "type": "refresh", "exp": int(time.time()) + 3600})
     for uri in (f"ws://{address}/ws?token=bad", f"ws://{address}/ws?token={expired}",
                 f"ws://{address}/ws?token={wrong_type}"):
         code, reason = await _close_code(uri)
