@@ -41,7 +41,7 @@ async def _worker_main(config, sockets=None, demo: bool = False) -> None:
     from hypercorn.utils import wrap_app
 
     from . import create_app
-    from .transport_ws import close_all
+    from .session import close_all
 
     app = create_app()
     svc = app.extensions["pulse"]

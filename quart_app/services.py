@@ -49,7 +49,7 @@ class Services:
         self._tasks: list[asyncio.Task] = []
         self.shutting_down = False
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
-        self.ws_sessions: dict = {}          # conn id -> transport_ws.Session
+        self.ws_sessions: dict = {}          # conn id -> session.Session
         self.sse_heartbeats: set = set()     # callables(now) of open SSE streams
         self.sse_closers: set = set()        # callables() that end an SSE stream
         self.metrics.gauge("connections", "Open client connections",

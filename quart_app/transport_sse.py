@@ -26,7 +26,7 @@ from .auth import Principal, verify_token
 from .errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
 from .hub import Connection, LimitExceeded
 from .outbox import Outbox
-from .transport_ws import send_snapshot
+from .session import send_snapshot
 from .web import current_principal, services
 
 log = logging.getLogger("pulse.sse")

@@ -2,7 +2,7 @@
 for how a connection gets here).
 
 After the ``101``, frames are parsed in ``data_received`` and handled by the same
-:class:`~quart_app.transport_ws.Session` as the Quart route; publications are written by the
+:class:`~quart_app.session.Session` as the Quart route; publications are written by the
 hub's flusher straight to the transport. Client frames follow RFC 6455 §5: masked, fragmented or
 not, control frames answered in place (ping → pong, close → close). Protocol violations close
 with 1002, invalid UTF-8 with 1007, a message over ``websocket_max_message_size`` with 1009.
@@ -21,7 +21,7 @@ from .auth import verify_token
 from .direct import Head, hand_over, refuse
 from .errors import Unauthorized
 from .protocol import CloseCode
-from .transport_ws import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
+from .session import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
     principal_from_auth_frame
 
 log = logging.getLogger("pulse.ws")

@@ -176,7 +176,7 @@ async def serve_app(settings, port: int | None = None):
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from quart_app.transport_ws import close_all
+    from quart_app.session import close_all
 
     app = create_app(settings)
     svc = app.extensions["pulse"]

@@ -251,7 +251,7 @@ async def test_auth_frame_then_session_and_auth_timeout(settings, token):
 
 async def test_server_close_waits_for_the_client_then_ends(server, token):
     """close_all (SIGTERM) sends 1012; the client answers; the server closes TCP."""
-    from quart_app.transport_ws import close_all
+    from quart_app.session import close_all
 
     address, svc = server
     ws = await RawWs.connect(address, f"?token={token(1)}")
@@ -382,7 +382,7 @@ async def _chunk(reader, timeout=5.0) -> bytes:
 
 
 async def test_sse_streams_are_served_directly_in_chunks(server, token):
-    from quart_app.transport_ws import close_all
+    from quart_app.session import close_all
 
     address, svc = server
     before = len(asyncio.all_tasks())
@@ -537,7 +537,7 @@ async def test_malformed_upgrades_and_plain_gets_get_json_errors(server):
 async def test_nothing_follows_the_close_frame_not_even_pings(settings, token):
     """A session closed by the server (here SIGTERM's 1012) whose client does not answer yet
     gets no liveness pings after the close frame (RFC 6455 §5.5.1)."""
-    from quart_app.transport_ws import close_all
+    from quart_app.session import close_all
 
     settings = with_env(settings, liveness=with_env(settings.liveness,
                                                     ping_interval_seconds=0.2))
