@@ -55,8 +55,10 @@ async def set_score(db, event: Event, out: Outcome, category: str, score: float)
         if user_id not in moved:
             continue
         rank, previous = moved[user_id]
-        update = {**entry({**row, "previous_rank": previous}), "category": category,
-                  "timestamp": stamp}
+        moved_entry = entry({**row, "previous_rank": previous})
+        # Live, an entry also carries seed 001's names for two of its fields.
+        update = {**moved_entry, "category": category, "timestamp": stamp,
+                  "username": moved_entry["display_name"], "metric_value": moved_entry["score"]}
         _publish_move(out, event, update)
         if previous is not None and rank < previous:
             _milestone(out, event, update)

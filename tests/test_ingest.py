@@ -253,6 +253,9 @@ async def test_rank_changes_and_rank_milestones(app, client, token):
     assert len(competition) == 11       # the mover (the event itself) and the 10 it passed
     assert (competition[0]["user_id"], competition[0]["rank"],
             competition[0]["rank_change"]) == (1, 2, 10)
+    # Seed 001's names ride along: username and metric_value.
+    assert (mine[0]["username"], mine[0]["metric_value"]) == ("miner-1", 115.0)
+    assert board[0]["username"] == board[0]["display_name"]
 
     await ingest(app, "leaderboard_update", 1, category="shares", score=500.0)   # -> #1
     achievements = await of_type(app, "user:1:achievements", "achievement_unlocked")
