@@ -39,7 +39,8 @@ class _Query(BaseModel):
 
 class FeedQuery(_Query):
     limit: int = Field(20, ge=1, le=50)
-    before_id: int | None = Field(None, ge=1)
+    # As seed 000's `if before_id:`: 0 means no cursor; below every id, an empty page.
+    before_id: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
 
 
 class BadgesQuery(_Query):

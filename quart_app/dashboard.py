@@ -233,4 +233,14 @@ async def event_reminder(db, event: Event, out: Outcome, name: str | None) -> No
         "action_href": action.href if action else None,
         "target_user_id": event.user_id, "metadata": db_json(fields.metadata),
         "now": db_time(db, event.received_at)})
-    out.extra.setdefault("id", event_id)
+    # Live as over REST: the moments in ISO 8601 UTC whatever form they came in, the kind, the
+    # description and action even when empty.
+    data = {"type": event.type, **event.data, "id": event_id, "title": fields.title,
+            "description": fields.description, "event_type": fields.event_type,
+            "ends_at": as_utc(fields.ends_at).isoformat(timespec="seconds"),
+            "action": {"label": action.label, "href": action.href} if action else None}
+    if fields.starts_at is not None:
+        data["starts_at"] = as_utc(fields.starts_at).isoformat(timespec="seconds")
+    if event.user_id is not None:
+        data["user_id"] = event.user_id
+    out.replace = data

@@ -142,11 +142,17 @@ async def test_feed_pages_newest_first_with_before_id(app, client, token):
     assert [item["id"] for item in await two.get_json()] == [ids[9], ids[8]]
     blank = await client.get("/dashboard/feed?limit=50&before_id=", headers=headers)
     assert len(await blank.get_json()) == 25
+    # As in seed 000 (`if before_id:`): 0 is no cursor, and below every id is an empty page.
+    zero = await client.get("/dashboard/feed?limit=50&before_id=0", headers=headers)
+    assert len(await zero.get_json()) == 25
+    below = await client.get("/dashboard/feed?before_id=-5", headers=headers)
+    assert below.status_code == 200 and await below.get_json() == []
 
 
 @pytest.mark.parametrize("query, name", [
     ("limit=0", "limit"), ("limit=51", "limit"), ("limit=abc", "limit"), ("limit=-3", "limit"),
-    ("before_id=0", "before_id"), ("before_id=x", "before_id"), ("limit=1.5", "limit"),
+    ("before_id=x", "before_id"), ("before_id=99999999999999999999", "before_id"),
+    ("limit=1.5", "limit"),
 ])
 async def test_feed_rejects_bad_query_values(client, token, query, name):
     response = await client.get(f"/dashboard/feed?{query}", headers=auth(token(1)))

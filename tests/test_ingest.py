@@ -326,8 +326,15 @@ async def test_event_reminder_is_stored_and_targeted(app, client, token):
     [published] = await of_type(app, "dashboard", "event_reminder")
     assert published["user_id"] == 4 and published["id"] == "just-4"
     mine = await (await client.get("/dashboard/events", headers=auth(token(4)))).get_json()
+    # Live as over REST: ISO 8601 UTC ("Z" or a Unix time in, "+00:00" out), kind, description.
+    assert (published["ends_at"], published["event_type"], published["description"],
+            published["action"]) == (mine[0]["ends_at"], mine[0]["type"], None, None)
+    assert published["ends_at"] == "2099-01-01T00:00:00+00:00"
     theirs = await (await client.get("/dashboard/events", headers=auth(token(5)))).get_json()
     assert [e["id"] for e in mine] == ["just-4"] and theirs == []
+    await ingest(app, "event_reminder", None, id="unix", title="Draw", ends_at=4070908800)
+    [_, unix] = await of_type(app, "dashboard", "event_reminder")
+    assert unix["ends_at"] == "2099-01-01T00:00:00+00:00" and "user_id" not in unix
 
 
 async def test_user_id_inside_data_is_accepted_as_the_user(app):
