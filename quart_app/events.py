@@ -84,6 +84,31 @@ class BlockFound(_Data):
     reward: Score | None = None
 
 
+Count = Annotated[int, Field(ge=0)]
+
+
+class StatsUpdate(_Data):
+    """A producer's stats for a dashboard: the fields of seed 000's ``get_stats`` it sends must
+    have their types there (others, e.g. a session's ``wpm``, pass as they are)."""
+
+    hashrate: Score | None = None
+    hashrate_change: float | None = None
+    shares_today: Count | None = None
+    shares_change: float | None = None
+    workers_online: Count | None = None
+    workers_total: Count | None = None
+    streak: Count | None = None
+    best_diff_week: Score | None = None
+    network_diff: Score | None = None
+    best_diff_ratio: Score | None = None
+    level: Annotated[int, Field(ge=1)] | None = None
+    level_title: Name | None = None
+    xp: Count | None = None
+    xp_to_next: Count | None = None
+    badges_earned: Count | None = None
+    network_height: Count | None = None
+
+
 class FeedItemData(_Data):
     text: Text
     description: Text | None = None
@@ -146,7 +171,7 @@ class LeagueUpdate(_Data):
 
 MODELS: dict[str, type[_Data]] = {
     "share_submitted": ShareSubmitted, "worker_status": WorkerStatus,
-    "hashrate_update": HashrateUpdate, "best_diff": BestDiff, "stats_update": _Data,
+    "hashrate_update": HashrateUpdate, "best_diff": BestDiff, "stats_update": StatsUpdate,
     "feed_item": FeedItemData, "event_reminder": EventReminder, "block_found": BlockFound,
     "new_miner": _Data, "badge_earned": BadgeEarned, "xp_gained": XpGained, "level_up": LevelUp,
     "streak_update": StreakUpdate, "leaderboard_update": LeaderboardUpdate,
