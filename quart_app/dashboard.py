@@ -237,10 +237,10 @@ async def event_reminder(db, event: Event, out: Outcome, name: str | None) -> No
     # description and action even when empty.
     data = {"type": event.type, **event.data, "id": event_id, "title": fields.title,
             "description": fields.description, "event_type": fields.event_type,
-            "ends_at": as_utc(fields.ends_at).isoformat(timespec="seconds"),
+            "ends_at": iso(fields.ends_at),
             "action": {"label": action.label, "href": action.href} if action else None}
     if fields.starts_at is not None:
-        data["starts_at"] = as_utc(fields.starts_at).isoformat(timespec="seconds")
+        data["starts_at"] = iso(fields.starts_at)
     if event.user_id is not None:
         data["user_id"] = event.user_id
     out.replace = data

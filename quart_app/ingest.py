@@ -78,6 +78,12 @@ class IngestResult:
         return {"channel": self.channel, "offset": self.offset,
                 "published": [{"channel": c, "offset": o} for c, o in self.published]}
 
+    @classmethod
+    def replay_of(cls, answer: dict) -> "IngestResult":
+        """The stored :meth:`as_dict` of an earlier request with the same key."""
+        return cls(answer["channel"], answer["offset"],
+                   tuple((p["channel"], p["offset"]) for p in answer["published"]), replayed=True)
+
 
 async def ingest_event(svc, body: dict, now: datetime | None = None,
                        key: str | None = None) -> IngestResult:
@@ -158,9 +164,7 @@ async def _repeat(svc, key: str, body_hash: str) -> IngestResult:
     if row["body_hash"] != body_hash:
         raise Unprocessable("Idempotency-Key was already used with a different body")
     if row["state"] == "done" and row["answer"]:
-        answer = json.loads(row["answer"])
-        return IngestResult(answer["channel"], answer["offset"], tuple(
-            (p["channel"], p["offset"]) for p in answer["published"]), replayed=True)
+        return IngestResult.replay_of(json.loads(row["answer"]))
     now = utcnow()
     retaken = await db.fetch_val("ingest_key_retake", {
         "key": key, "now": db_time(db, now), "stale_before": db_time(db, now - KEY_STALE)})
@@ -237,11 +241,12 @@ async def post_event():
     if key is not None and not (0 < len(key) <= KEY_MAX and set(key) <= KEY_CHARS):
         raise Unprocessable(
             f"Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)")
+    too_large = PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
     if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
-        raise PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
+        raise too_large
     raw = await request.get_data()
-    if len(raw) > MAX_BODY_BYTES:
-        raise PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
+    if len(raw) > MAX_BODY_BYTES:  # a chunked body, counted once read
+        raise too_large
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
