@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import redis.asyncio as redis  # noqa: E402
 from quart import Quart, websocket  # noqa: E402
 
-from quart_app.auth import verify_token  # noqa: E402  (the seed's verify_token: HS256, access)
+from quart_app.realtime.auth import verify_token  # noqa: E402  (the seed's verify_token: HS256, access)
 
 logger = logging.getLogger("seed.ws")
 

@@ -22,12 +22,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from quart_app.auth import Principal  # noqa: E402
-from quart_app.broker import Publication, encode_json  # noqa: E402
-from quart_app.broker_memory import MemoryBroker  # noqa: E402
-from quart_app.hub import Connection, Hub  # noqa: E402
-from quart_app.metrics import Metrics  # noqa: E402
-from quart_app.outbox import Flusher, Outbox  # noqa: E402
+from quart_app.realtime.auth import Principal  # noqa: E402
+from quart_app.realtime.broker import Publication, encode_json  # noqa: E402
+from quart_app.realtime.broker_memory import MemoryBroker  # noqa: E402
+from quart_app.realtime.hub import Connection, Hub  # noqa: E402
+from quart_app.realtime.metrics import Metrics  # noqa: E402
+from quart_app.realtime.outbox import Flusher, Outbox  # noqa: E402
 
 HIGH_WATER = 1024 * 1024
 

@@ -85,7 +85,7 @@ async def main(argv=None) -> dict:
 
     import websockets  # the project's test dependency
 
-    from quart_app.auth import mint_token
+    from quart_app.realtime.auth import mint_token
 
     if args.client_cpus and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})

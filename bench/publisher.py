@@ -1,6 +1,6 @@
 """The three ways the bench publishes a feed item, each stamping ``"ts"`` (unix seconds) into it.
 
-* ``lua``  - the service's own path: :meth:`quart_app.broker_redis.RedisBroker.publish` with the
+* ``lua``  - the service's own path: :meth:`quart_app.realtime.broker_redis.RedisBroker.publish` with the
   server's prefix (offset + history + PUBLISH in one Lua script), channel ``dashboard``.
 * ``raw``  - seed 000's path: ``PUBLISH pubsub:feed_item <json>``; the bridge delivers it on
   ``dashboard`` as ``{"type":"feed_item", ...}``. The only path the seed baseline understands.
@@ -52,7 +52,7 @@ class Publisher:
 
     async def open(self) -> None:
         if self.mode == "lua":
-            from quart_app.broker_redis import RedisBroker
+            from quart_app.realtime.broker_redis import RedisBroker
 
             self._broker = RedisBroker(self.redis_url, self.prefix)
             await self._broker.connect()

@@ -93,7 +93,7 @@ def free_port() -> int:
 
 
 def write_tokens(path: str, n: int) -> None:
-    from quart_app.auth import mint_token
+    from quart_app.realtime.auth import mint_token
 
     with open(path, "w") as fh:
         for user in range(1, n + 1):

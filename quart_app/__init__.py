@@ -25,11 +25,12 @@ log = logging.getLogger("pulse")
 
 def create_app(settings: Settings | None = None) -> Quart:
     """Build the Quart app. Raises ConfigError (naming the variable) for a bad environment."""
-    from . import hypercorn_ext, logs
+    from . import logs
+    from .edge import hypercorn_hooks
 
     settings = settings or load_settings()
     logs.configure()
-    hypercorn_ext.install(deflate=settings.ws_deflate)
+    hypercorn_hooks.install(deflate=settings.ws_deflate)
 
     app = Quart(__name__, static_folder=None)
     QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path="/docs", redoc_ui_path=None,
@@ -57,8 +58,8 @@ def create_app(settings: Settings | None = None) -> Quart:
 
 
 def _blueprints():
-    from . import api_dashboard, api_health, api_history, ingest, transport_sse, transport_ws
-    from . import pages
+    from .dashboard import api as api_dashboard, ingest, pages
+    from .edge import api_health, api_history, transport_sse, transport_ws
 
     return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_dashboard.bp,
             ingest.bp, pages.bp]
@@ -66,7 +67,8 @@ def _blueprints():
 
 def _installers():
     """Modules that add blueprints, background jobs or the stats provider to the services."""
-    from . import api_dashboard, transport_ws
+    from .dashboard import api as api_dashboard
+    from .edge import transport_ws
 
     return [transport_ws.install, api_dashboard.install]
 

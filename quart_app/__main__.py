@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pulse: configuration error: {exc.detail}", file=sys.stderr)
         return 2
     if args.command == "token":
-        from .auth import mint_token
+        from .realtime.auth import mint_token
 
         projects = [p for p in args.projects.split(",") if p]
         print(mint_token(settings.jwt_secret, args.user, ttl_seconds=args.ttl,
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _migrate(settings) -> int:
-    from .db import Database, migrate
+    from .dashboard.db import Database, migrate
 
     db = Database(settings.database_url)
     await db.connect()
@@ -68,8 +68,8 @@ async def _migrate(settings) -> int:
 
 
 async def _prune(settings) -> int:
-    from .db import Database, migrate
-    from .tasks import prune_feed
+    from .dashboard.db import Database, migrate
+    from .dashboard.tasks import prune_feed
 
     db = Database(settings.database_url)
     await db.connect()

@@ -41,12 +41,12 @@ async def _worker_main(config, sockets=None, demo: bool = False) -> None:
     from hypercorn.utils import wrap_app
 
     from . import create_app
-    from .session import close_all
+    from .realtime.session import close_all
 
     app = create_app()
     svc = app.extensions["pulse"]
     if demo:
-        from .demo import install as install_demo
+        from .dashboard.demo import install as install_demo
 
         install_demo(app, svc)
         print(f"Pulse demo: open http://{config.bind[0]}/dev/login?user=1", flush=True)

@@ -1,11 +1,13 @@
 """Helpers shared by the blueprints: the caller's principal, the service container, errors."""
 from __future__ import annotations
 
+import hmac
 from typing import TYPE_CHECKING
 
 from quart import current_app, request
 
-from .auth import Principal, token_from_request, verify_token
+from .errors import Unauthorized
+from .realtime.auth import Principal, token_from_request, verify_token
 
 if TYPE_CHECKING:
     from .services import Services
@@ -19,3 +21,12 @@ def current_principal() -> Principal:
     """The caller of this HTTP request, or raise Unauthorized (-> 401 ``{"detail": …}``)."""
     token = token_from_request(request.args, request.cookies, request.headers)
     return verify_token(services().settings.jwt_secret, token)
+
+
+def require_api_key() -> None:
+    expected = services().settings.api_key
+    given = request.headers.get("X-API-Key", "")
+    if not expected:
+        raise Unauthorized("Ingest is disabled: PULSE_API_KEY is not set")
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("Missing or invalid X-API-Key")

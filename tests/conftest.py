@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from quart_app import create_app
-from quart_app.auth import mint_token
+from quart_app.realtime.auth import mint_token
 from quart_app.config import load_settings
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -176,7 +176,7 @@ async def serve_app(settings, port: int | None = None):
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from quart_app.session import close_all
+    from quart_app.realtime.session import close_all
 
     app = create_app(settings)
     svc = app.extensions["pulse"]

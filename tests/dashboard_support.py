@@ -6,7 +6,7 @@ import json
 
 from .conftest import API_KEY
 
-from quart_app.ingest import ingest_event
+from quart_app.dashboard.ingest import ingest_event
 
 # Every channel ingest can publish on in these tests, for "nothing was published" checks.
 WATCHED = ("mining", "dashboard", "gamification", "competition", "activity:feed",

@@ -11,9 +11,9 @@ import websockets
 from .conftest import API_KEY
 from .dashboard_support import auth, ingest, recv_json, recv_until, svc_of
 
-from quart_app import dashboard
-from quart_app.dashboard import cache_key
-from quart_app.db_values import db_date, utcnow
+from quart_app.dashboard import stats as dashboard
+from quart_app.dashboard.stats import cache_key
+from quart_app.dashboard.db_values import db_date, utcnow
 
 STATS_KEYS = ["hashrate", "hashrate_change", "shares_today", "shares_change", "workers_online",
               "workers_total", "streak", "best_diff_week", "network_diff", "best_diff_ratio",

@@ -26,7 +26,7 @@ async def test_readyz_fails_with_redis_down(tmp_path):
         assert response.status_code == 503
         assert "redis unreachable" in body["detail"]
         assert (await client.get("/healthz")).status_code == 200
-        from quart_app.auth import mint_token
+        from quart_app.realtime.auth import mint_token
 
         from .conftest import SECRET
         history = await client.get("/history", query_string={

@@ -5,7 +5,7 @@ import jwt
 import pytest
 import websockets
 
-from quart_app.auth import mint_token, token_from_request, verify_token
+from quart_app.realtime.auth import mint_token, token_from_request, verify_token
 from quart_app.errors import Unauthorized
 
 from .conftest import SECRET

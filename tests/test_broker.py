@@ -5,9 +5,9 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from quart_app.broker import RESYNC, Publication, frame_text
-from quart_app.broker_memory import MemoryBroker
-from quart_app.broker_redis import RedisBroker, parse_seed_message
+from quart_app.realtime.broker import RESYNC, Publication, frame_text
+from quart_app.realtime.broker_memory import MemoryBroker
+from quart_app.realtime.broker_redis import RedisBroker, parse_seed_message
 
 from .conftest import SEED_MAPPINGS
 

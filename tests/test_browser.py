@@ -23,7 +23,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from quart_app.auth import mint_token
+from quart_app.realtime.auth import mint_token
 
 from .conftest import API_KEY, IN_CI, SECRET, free_port, make_settings, require_service, serve_app
 
@@ -157,7 +157,7 @@ async def cut_off(page, tried: list[str] | None = None) -> dict:
 
 async def publish_offline(settings, kind: str, **data) -> None:
     """Ingest through a service container that serves nobody (as another instance would)."""
-    from quart_app.ingest import ingest_event
+    from quart_app.dashboard.ingest import ingest_event
     from quart_app.services import Services
 
     svc = Services(settings)

@@ -1,6 +1,6 @@
 import pytest
 
-from quart_app.db import Database, load_sql, migrate, split_statements
+from quart_app.dashboard.db import Database, load_sql, migrate, split_statements
 
 
 async def test_migrate_twice_is_idempotent(backend):

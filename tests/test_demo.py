@@ -9,8 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from quart_app import create_app, demo, ingest as ingest_module
-from quart_app.auth import mint_token
+from quart_app import create_app
+from quart_app.dashboard import demo, ingest as ingest_module
+from quart_app.realtime.auth import mint_token
 from quart_app.config import DEV_JWT_SECRET
 
 from .conftest import free_port
@@ -133,7 +134,7 @@ def test_deadlines_are_renewed_only_once_they_pass():
     import random
     from datetime import timedelta
 
-    from quart_app.db_values import utcnow
+    from quart_app.dashboard.db_values import utcnow
 
     pool = demo.Pool(random.Random(1))
     now = utcnow()

@@ -16,10 +16,10 @@ import sys
 
 import pytest
 
-from quart_app.direct import parse_head
-from quart_app.transport_sse import DirectStream
-from quart_app.transport_ws import QuartEndpoint
-from quart_app.ws_direct import DirectWebSocket, upgrade_key
+from quart_app.edge.routing import parse_head
+from quart_app.edge.transport_sse import DirectStream
+from quart_app.edge.transport_ws import QuartEndpoint
+from quart_app.edge.ws_direct import DirectWebSocket, upgrade_key
 
 from .conftest import API_KEY, serve_app, with_env, ws_client
 
@@ -251,7 +251,7 @@ async def test_auth_frame_then_session_and_auth_timeout(settings, token):
 
 async def test_server_close_waits_for_the_client_then_ends(server, token):
     """close_all (SIGTERM) sends 1012; the client answers; the server closes TCP."""
-    from quart_app.session import close_all
+    from quart_app.realtime.session import close_all
 
     address, svc = server
     ws = await RawWs.connect(address, f"?token={token(1)}")
@@ -358,7 +358,7 @@ def test_close_codes_are_mirrored_in_the_browser_client():
     import re
     from pathlib import Path
 
-    from quart_app.protocol import CloseCode
+    from quart_app.realtime.protocol import CloseCode
 
     source = (Path(__file__).parent.parent / "static/js/codes.js").read_text()
     mirrored = {name: int(code) for name, code in re.findall(r"^\s+([A-Z_]+): (\d+),", source,
@@ -382,7 +382,7 @@ async def _chunk(reader, timeout=5.0) -> bytes:
 
 
 async def test_sse_streams_are_served_directly_in_chunks(server, token):
-    from quart_app.session import close_all
+    from quart_app.realtime.session import close_all
 
     address, svc = server
     before = len(asyncio.all_tasks())
@@ -448,7 +448,7 @@ async def test_sse_resumes_from_last_event_id_on_the_direct_path(server, token):
 
 
 def test_close_frame_reason_is_cut_on_a_character_boundary():
-    from quart_app.ws_direct import close_frame
+    from quart_app.edge.ws_direct import close_frame
 
     data = close_frame(4001, "é" * 100)            # 200 bytes of reason
     assert data[0] == 0x88 and data[1] == len(data) - 2 <= 125
@@ -537,7 +537,7 @@ async def test_malformed_upgrades_and_plain_gets_get_json_errors(server):
 async def test_nothing_follows_the_close_frame_not_even_pings(settings, token):
     """A session closed by the server (here SIGTERM's 1012) whose client does not answer yet
     gets no liveness pings after the close frame (RFC 6455 §5.5.1)."""
-    from quart_app.session import close_all
+    from quart_app.realtime.session import close_all
 
     settings = with_env(settings, liveness=with_env(settings.liveness,
                                                     ping_interval_seconds=0.2))
@@ -623,7 +623,7 @@ async def test_on_the_quart_path_a_silent_client_is_cut_off_after_the_close_dead
         settings, token, monkeypatch):
     """Closed for idleness (4009) and never answering the close frame: the socket is closed at
     the close-handshake deadline, on the Quart path as on the direct one."""
-    import quart_app.transport_ws as transport_ws
+    import quart_app.edge.transport_ws as transport_ws
 
     monkeypatch.setattr(transport_ws, "CLOSE_HANDSHAKE_SECONDS", 0.5)
     settings = with_env(settings, liveness=with_env(settings.liveness, idle_timeout_seconds=0.6,

@@ -2,11 +2,11 @@ import asyncio
 
 import pytest
 
-from quart_app.auth import Principal
-from quart_app.broker_memory import MemoryBroker
-from quart_app.hub import Connection, Hub, LimitExceeded
-from quart_app.metrics import Metrics
-from quart_app.outbox import Outbox
+from quart_app.realtime.auth import Principal
+from quart_app.realtime.broker_memory import MemoryBroker
+from quart_app.realtime.hub import Connection, Hub, LimitExceeded
+from quart_app.realtime.metrics import Metrics
+from quart_app.realtime.outbox import Outbox
 
 
 def who(user_id, projects=()):

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from quart_app.errors import Unprocessable
-from quart_app.events import ROUTES
-from quart_app.ingest import IngestResult, ingest_event
+from quart_app.dashboard.events import ROUTES
+from quart_app.dashboard.ingest import IngestResult, ingest_event
 
 from .dashboard_support import (auth, eventually, history, ingest, of_type, offsets, post_event,
                                 row_counts, svc_of)

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from quart_app.db_values import db_time, utcnow
-from quart_app.ingest import KEY_KEEP, KEY_STALE
-from quart_app.tasks import prune_once
+from quart_app.dashboard.db_values import db_time, utcnow
+from quart_app.dashboard.ingest import KEY_KEEP, KEY_STALE
+from quart_app.dashboard.tasks import prune_once
 
 from .dashboard_support import history, offsets, post_event, row_counts, svc_of
 from .conftest import API_KEY

@@ -9,7 +9,7 @@ import time
 import pytest
 import websockets
 
-from quart_app.auth import mint_token
+from quart_app.realtime.auth import mint_token
 
 from .conftest import SECRET, make_settings, serve_app, ws_client
 

@@ -1,8 +1,8 @@
 import asyncio
 
-from quart_app.broker import Publication
-from quart_app.metrics import Metrics
-from quart_app.outbox import Flusher, Outbox
+from quart_app.realtime.broker import Publication
+from quart_app.realtime.metrics import Metrics
+from quart_app.realtime.outbox import Flusher, Outbox
 
 
 class FakeTransport:

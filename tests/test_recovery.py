@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from quart_app.broker_redis import RedisBroker
+from quart_app.realtime.broker_redis import RedisBroker
 
 from .conftest import make_settings, serve_app, ws_client
 

@@ -10,8 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from quart_app.auth import mint_token
-from quart_app.broker_redis import RedisBroker
+from quart_app.realtime.auth import mint_token
+from quart_app.realtime.broker_redis import RedisBroker
 
 from .conftest import API_KEY, SECRET, free_port, require_service
 from .processes import PrivateRedis, pulse_process, wait_exit
@@ -88,9 +88,10 @@ async def test_two_instances_stop_one_clients_move_with_nothing_lost(tmp_path, r
                         i += 1
                         await asyncio.sleep(0.005)
 
-                producing = asyncio.ensure_future(produce())
                 async with websockets.connect(f"ws://127.0.0.1:{port_a}/ws?token={token}") as ws:
                     await subscribe(ws, "competition")
+                    # Only now: a publication before the subscribe would not be the client's.
+                    producing = asyncio.ensure_future(produce())
                     a.send_signal(signal.SIGTERM)
                     try:
                         while True:

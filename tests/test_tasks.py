@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from quart_app import dashboard, tasks
-from quart_app.auth import Principal
-from quart_app.db_values import db_date, db_time, utcnow
-from quart_app.hub import Connection
-from quart_app.outbox import Outbox
+from quart_app.dashboard import stats as dashboard, tasks
+from quart_app.realtime.auth import Principal
+from quart_app.dashboard.db_values import db_date, db_time, utcnow
+from quart_app.realtime.hub import Connection
+from quart_app.realtime.outbox import Outbox
 
 from .conftest import running_app, with_env
 from .dashboard_support import auth, eventually, ingest, of_type, row_counts, svc_of

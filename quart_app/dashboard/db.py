@@ -14,11 +14,11 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from databases import Database as _Database
 
-from .errors import ServiceUnavailable
+from ..errors import ServiceUnavailable
 
 log = logging.getLogger("pulse.db")
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _DB_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError)
 
 

@@ -17,11 +17,11 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from .auth import verify_token
-from .direct import Head, hand_over, refuse
-from .errors import Unauthorized
-from .protocol import CloseCode
-from .session import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
+from ..realtime.auth import verify_token
+from .routing import Head, hand_over, refuse
+from ..errors import Unauthorized
+from ..realtime.protocol import CloseCode
+from ..realtime.session import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
     principal_from_auth_frame
 
 log = logging.getLogger("pulse.ws")

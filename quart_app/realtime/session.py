@@ -24,9 +24,9 @@ import logging
 import time
 from typing import Any, Awaitable
 
-from . import channels, protocol
+from . import namespaces as channels, protocol
 from .auth import Principal, verify_token
-from .errors import Unauthorized
+from ..errors import Unauthorized
 from .hub import Connection, LimitExceeded
 from .outbox import Outbox
 from .protocol import CloseCode

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 
-from . import channels
-from .errors import BadRequest, Forbidden
-from .web import current_principal, services
+from ..realtime import namespaces as channels
+from ..errors import BadRequest, Forbidden
+from ..web import current_principal, services
 
 bp = Blueprint("history", __name__)
 

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import RESYNC, History, Publication, _Resync, encode_json
-from .channels import SEED_REDIS_CHANNELS
+from .namespaces import SEED_REDIS_CHANNELS
 
 log = logging.getLogger("pulse.broker")
 
@@ -267,7 +267,7 @@ class RedisBroker:
 
 def parse_seed_message(redis_channel: str, raw: bytes) -> Publication | None:
     """Map a raw seed-000 PUBLISH to its channel: ``{"type": suffix, **payload}``; None if bad."""
-    from .channels import SEED_CHANNEL_MAP
+    from .namespaces import SEED_CHANNEL_MAP
 
     ws_channel = SEED_CHANNEL_MAP.get(redis_channel)
     if ws_channel is None:

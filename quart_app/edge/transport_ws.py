@@ -14,14 +14,14 @@ from typing import Any
 
 from quart import Blueprint, Quart, websocket
 
-from .auth import Principal, token_from_request, verify_token
-from .errors import Unauthorized
-from .hub import Connection
-from .outbox import Outbox
-from .protocol import CloseCode
-from .session import (CLOSE_HANDSHAKE_SECONDS, close_all, end_session, liveness, open_session,
+from ..realtime.auth import Principal, token_from_request, verify_token
+from ..errors import Unauthorized
+from ..realtime.hub import Connection
+from ..realtime.outbox import Outbox
+from ..realtime.protocol import CloseCode
+from ..realtime.session import (CLOSE_HANDSHAKE_SECONDS, close_all, end_session, liveness, open_session,
                       principal_from_auth_frame)
-from .web import services
+from ..web import services
 
 bp = Blueprint("ws", __name__)
 

@@ -16,7 +16,7 @@ import logging
 from datetime import timedelta
 
 from . import feed
-from .dashboard import network_marker, stats_pusher
+from .stats import network_marker, stats_pusher
 from .db_values import db_time, utcnow
 from .ingest import KEY_KEEP
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from . import protocol
 from .auth import Principal
 from .broker import Broker, Publication
-from .channels import USER_TARGETED_CHANNELS
+from .namespaces import USER_TARGETED_CHANNELS
 from .outbox import Outbox
 
 _ids = itertools.count(1)

@@ -28,13 +28,12 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, request
 from quart_schema import document_request, document_response
 
-from . import dashboard, feed, gamification, leaderboard, mining
-from .api_health import require_api_key
-from .broker import encode_json
+from . import stats, feed, gamification, leaderboard, mining
+from ..realtime.broker import encode_json
 from .db_values import db_time, utcnow
-from .errors import PulseError, ServiceUnavailable, Unprocessable
+from ..errors import PulseError, ServiceUnavailable, Unprocessable
 from .events import Event, Outcome, parse_event
-from .web import services
+from ..web import require_api_key, services
 
 log = logging.getLogger("pulse.ingest")
 bp = Blueprint("ingest", __name__)
@@ -57,7 +56,7 @@ HANDLERS = {
     "new_miner": feed.new_miner,
     "match_update": feed.match_update,
     "league_update": feed.league_update,
-    "event_reminder": dashboard.event_reminder,
+    "event_reminder": stats.event_reminder,
     "badge_earned": gamification.badge_earned,
     "xp_gained": gamification.xp_gained,
     "level_up": gamification.level_up,
@@ -203,7 +202,7 @@ def _event_data(event: Event, out: Outcome) -> dict:
 
 
 async def _push_stats(svc, user_ids: set[int]) -> None:
-    pusher = dashboard.stats_pusher(svc)
+    pusher = stats.stats_pusher(svc)
     for user_id in sorted(user_ids):
         try:
             await pusher.touch(user_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .channels import is_public
+from ..realtime.namespaces import is_public
 from .db_values import db_json, db_time, from_db_json, iso
 from .events import Event, Outcome
 

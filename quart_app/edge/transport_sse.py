@@ -21,13 +21,13 @@ from typing import Any
 
 from quart import Blueprint, make_response, request
 
-from . import channels
-from .auth import Principal, verify_token
-from .errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
-from .hub import Connection, LimitExceeded
-from .outbox import Outbox
-from .session import send_snapshot
-from .web import current_principal, services
+from ..realtime import namespaces as channels
+from ..realtime.auth import Principal, verify_token
+from ..errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
+from ..realtime.hub import Connection, LimitExceeded
+from ..realtime.outbox import Outbox
+from ..realtime.session import send_snapshot
+from ..web import current_principal, services
 
 log = logging.getLogger("pulse.sse")
 bp = Blueprint("sse", __name__)
@@ -266,7 +266,7 @@ async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> tuple[str
                                    or request.args.get("last_event_id"))
     except Exception:
         return None
-    from .direct import hand_over
+    from .routing import hand_over
 
     transport = writer.transport
     protocol = DirectStream(stream, transport)

@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from . import channels
+from ..realtime import namespaces as channels
 from .db_values import as_utc, utcnow
-from .errors import Unprocessable
+from ..errors import Unprocessable
 
 # Seed 000 §3.5.4, plus `new_miner` (a feed-worthy event, DESIGN §8) on `dashboard`.
 ROUTES: dict[str, str] = {

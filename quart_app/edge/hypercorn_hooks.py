@@ -60,7 +60,7 @@ def install(deflate: bool = False) -> None:
 
     from hypercorn.asyncio import run
 
-    from .direct import wrap_tcp_server
+    from .routing import wrap_tcp_server
 
     run.TCPServer = wrap_tcp_server(run.TCPServer)  # type: ignore[attr-defined]
 

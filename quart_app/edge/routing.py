@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from werkzeug.http import parse_cookie
 
-from .auth import token_from_request
+from ..realtime.auth import token_from_request
 
 log = logging.getLogger("pulse.direct")
 

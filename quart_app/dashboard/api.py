@@ -13,10 +13,10 @@ from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, Quart, g
 from quart_schema import validate_querystring, validate_response
 
-from . import dashboard, feed, leaderboard, tasks
+from . import stats, feed, leaderboard, tasks
 from .events import SEGMENT
-from .errors import BadRequest
-from .web import current_principal, services
+from ..errors import BadRequest
+from ..web import current_principal, services
 
 bp = Blueprint("dashboard", __name__)
 
@@ -116,7 +116,7 @@ class LeaderboardEntry(BaseModel):
 @validate_response(DashboardStats)
 async def get_stats():
     """Aggregated stats for the caller (cached 10 s)."""
-    return await dashboard.get_stats(services(), _caller())
+    return await stats.get_stats(services(), _caller())
 
 
 @bp.get("/dashboard/feed")
@@ -131,7 +131,7 @@ async def get_feed(query_args: FeedQuery):
 @validate_response(list[UpcomingEvent])
 async def get_events():
     """Upcoming events, global and the caller's own, soonest first (at most 10)."""
-    return await dashboard.upcoming_events(services().db, _caller())
+    return await stats.upcoming_events(services().db, _caller())
 
 
 @bp.get("/dashboard/recent-badges")
@@ -139,7 +139,7 @@ async def get_events():
 @validate_response(list[RecentBadge])
 async def get_recent_badges(query_args: BadgesQuery):
     """The caller's badges, newest first."""
-    return await dashboard.recent_badges(services().db, _caller(), query_args.limit)
+    return await stats.recent_badges(services().db, _caller(), query_args.limit)
 
 
 @bp.get("/leaderboard/<category>")
@@ -154,6 +154,6 @@ async def get_leaderboard(category: str, query_args: LeaderboardQuery):
 
 def install(app: Quart, svc) -> None:
     """The ``dashboard`` snapshot provider, the stats pusher and the background jobs."""
-    svc.stats_pusher = dashboard.StatsPusher(svc)
-    svc.stats_provider = partial(dashboard.get_stats, svc)
+    svc.stats_pusher = stats.StatsPusher(svc)
+    svc.stats_provider = partial(stats.get_stats, svc)
     svc.background.extend([tasks.stats_aggregator, tasks.stats_flusher, tasks.pruner])

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 
 from quart import Blueprint, Response, request
 
-from .errors import Unauthorized
-from .web import services
+from ..web import require_api_key, services
 
 bp = Blueprint("health", __name__)
 
@@ -32,9 +30,8 @@ async def _check(name: str, probe) -> tuple[str, str | None]:
 async def readyz():
     """Readiness: the database and the broker (Redis, when configured) answer."""
     svc = services()
-    checks = [_check("database", svc.db.ping), _check("redis" if svc.using_redis else "broker",
-                                                      svc.broker.ping)]
-    results = dict(await asyncio.gather(*checks))
+    results = dict(await asyncio.gather(*(_check(name, probe)
+                                          for name, probe in svc.readiness.items())))
     failures = [reason for reason in results.values() if reason]
     if svc.shutting_down:
         failures.append("shutting down")
@@ -52,15 +49,6 @@ async def readyz():
 @bp.get("/metrics")
 async def metrics():
     return Response(services().metrics.render(), content_type="text/plain; version=0.0.4")
-
-
-def require_api_key() -> None:
-    expected = services().settings.api_key
-    given = request.headers.get("X-API-Key", "")
-    if not expected:
-        raise Unauthorized("Ingest is disabled: PULSE_API_KEY is not set")
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("Missing or invalid X-API-Key")
 
 
 @bp.get("/admin/stats")

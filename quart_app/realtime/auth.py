@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import jwt
 
-from .errors import Unauthorized
+from ..errors import Unauthorized
 
 ALGORITHM = "HS256"
 

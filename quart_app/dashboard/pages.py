@@ -19,13 +19,13 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, redirect, request, send_file
 
-from .auth import Principal, mint_token, verify_token
-from .errors import BadRequest, NotFound, Unauthorized
-from .web import current_principal, services
+from ..realtime.auth import Principal, mint_token, verify_token
+from ..errors import BadRequest, NotFound, Unauthorized
+from ..web import current_principal, services
 
 bp = Blueprint("pages", __name__)
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 COOKIE = "access_token"
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
 
