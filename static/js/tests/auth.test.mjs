@@ -9,9 +9,9 @@ import { tokenExpiry } from "../realtime.js";
 import { fakeJwt, settle } from "./fakes.mjs";
 import { ackAll, advanceAlive, connectWs, openWs, setup } from "./helpers.mjs";
 
-test("codes.js mirrors quart_app/protocol.py", async () => {
+test("codes.js mirrors quart_app/realtime/protocol.py", async () => {
   const { readFile } = await import("node:fs/promises");
-  const source = await readFile(new URL("../../../quart_app/protocol.py", import.meta.url), "utf8");
+  const source = await readFile(new URL("../../../quart_app/realtime/protocol.py", import.meta.url), "utf8");
   const block = source.slice(source.indexOf("class CloseCode"), source.indexOf("class ControlFrame"));
   const python = Object.fromEntries([...block.matchAll(/^\s+([A-Z_]+) = (\d+)/gm)]
     .map(([, name, value]) => [name, Number(value)]));
