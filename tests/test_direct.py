@@ -1,4 +1,4 @@
-"""The direct endpoints (quart_app/direct.py, ws_direct.py, transport_sse.DirectStream) at the
+"""The direct endpoints (quart_app/edge/routing.py, edge/ws_direct.py, edge/transport_sse.DirectStream) at the
 byte level, on a real socket.
 
 The protocols themselves are tested in test_transport_ws.py and test_transport_sse.py (which run

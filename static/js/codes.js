@@ -1,4 +1,4 @@
-// Close codes, mirrored from quart_app/protocol.py (CloseCode). Keep the two in step.
+// Close codes, mirrored from quart_app/realtime/protocol.py (CloseCode). Keep the two in step.
 //
 // By range:
 //   1000-1999 (RFC 6455): 1000 normal, 1002 broken framing, 1007 text that is not UTF-8,
