@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response, request
+from quart import Quart, Response, has_websocket_context, request, websocket
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 from quart_schema import QuartSchema, RequestSchemaValidationError
@@ -68,9 +68,9 @@ def _blueprints():
 def _installers():
     """Modules that add blueprints, background jobs or the stats provider to the services."""
     from .dashboard import api as api_dashboard
-    from .edge import transport_ws
+    from .edge import http_guard, transport_ws
 
-    return [transport_ws.install, api_dashboard.install]
+    return [http_guard.install, transport_ws.install, api_dashboard.install]
 
 
 def _skip_conversion_for_plain_values(app: Quart) -> None:
@@ -121,7 +121,9 @@ def _register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(WebsocketMismatch)
     async def _websocket_mismatch(_error):
-        if request.path == "/ws":
+        # An upgrade to an HTTP route runs in a websocket context (no `request` there).
+        path = websocket.path if has_websocket_context() else request.path
+        if path == "/ws":
             return {"detail": "This endpoint takes a WebSocket upgrade (Upgrade: websocket)"}, 400
         return {"detail": "This endpoint does not take a WebSocket upgrade"}, 400
 

@@ -52,6 +52,29 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    """What faces the internet before a request reaches the app (docs/configuration.md)."""
+
+    allowed_origins: tuple[str, ...] = ()   # besides the service's own; "*" or https://*.x.com
+    head_timeout_seconds: float = 10.0      # a new connection's first request head
+    max_connections: int = 0                # open client sockets per process; 0 = from ulimit
+    trust_proxy: bool = False               # X-Forwarded-Proto/-Host from a TLS proxy
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Token verification: HS256 with JWT_SECRET, and/or keys from a JWKS URL."""
+
+    jwks_url: str | None = None
+    algorithms: tuple[str, ...] = ("HS256",)
+    audience: str | None = None
+    issuer: str | None = None
+
+
+MIN_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     app_env: AppEnv = AppEnv.DEVELOPMENT
     database_url: str = DEFAULT_DATABASE_URL
@@ -66,6 +89,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     liveness: Liveness = field(default_factory=Liveness)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
     def production(self) -> bool:
@@ -168,6 +193,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "without it. Set JWT_SECRET to a long random string shared by every instance."
         )
 
+    if app_env is AppEnv.PRODUCTION and (secret == DEV_JWT_SECRET
+                                         or len(secret) < MIN_SECRET_LENGTH):
+        raise ConfigError(
+            f"JWT_SECRET is too weak for production: use at least {MIN_SECRET_LENGTH} random "
+            "characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+            "never the development default")
+
     api_key = env.get("PULSE_API_KEY") or (None if app_env is AppEnv.PRODUCTION else DEV_API_KEY)
 
     limits = Limits(
@@ -204,4 +236,51 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         limits=limits,
         liveness=liveness,
         history=history,
+        edge=EdgeConfig(
+            allowed_origins=_origins(env),
+            head_timeout_seconds=_float(env, "PULSE_HEAD_TIMEOUT_SECONDS", 10.0, 0.1),
+            max_connections=_int(env, "PULSE_MAX_CONNECTIONS", 0, 0),
+            trust_proxy=_bool(env, "PULSE_TRUST_PROXY", False),
+        ),
+        auth=_auth(env),
     )
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``PULSE_ALLOWED_ORIGINS``: comma-separated ``scheme://host[:port]``, a ``*.`` wildcard
+    for subdomains, or ``*`` for any origin."""
+    origins = []
+    for raw in (env.get("PULSE_ALLOWED_ORIGINS") or "").split(","):
+        origin = raw.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != "*":
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.netloc or parts.path \
+                    or parts.query or "*" in parts.netloc.replace("*.", "", 1):
+                raise ConfigError(
+                    f"PULSE_ALLOWED_ORIGINS: {raw.strip()!r} is not an origin like "
+                    "https://app.example.com or https://*.example.com")
+        origins.append(origin)
+    return tuple(origins)
+
+
+def _auth(env: Mapping[str, str]) -> AuthConfig:
+    jwks_url = (env.get("PULSE_JWKS_URL") or "").strip() or None
+    if jwks_url and urlsplit(jwks_url).scheme not in {"http", "https"}:
+        raise ConfigError(f"PULSE_JWKS_URL must be an http(s) URL, got {jwks_url!r}")
+    default = "HS256,RS256,ES256" if jwks_url else "HS256"
+    algorithms = tuple(a.strip() for a in (env.get("PULSE_JWT_ALGORITHMS") or default).split(",")
+                       if a.strip())
+    known = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "PS256"}
+    for algorithm in algorithms:
+        if algorithm not in known:
+            raise ConfigError(f"PULSE_JWT_ALGORITHMS: unknown algorithm {algorithm!r} "
+                              f"(one of {', '.join(sorted(known))})")
+    if not algorithms:
+        raise ConfigError("PULSE_JWT_ALGORITHMS is empty")
+    if any(not a.startswith("HS") for a in algorithms) and not jwks_url:
+        raise ConfigError("PULSE_JWT_ALGORITHMS names public-key algorithms: set PULSE_JWKS_URL")
+    return AuthConfig(jwks_url=jwks_url, algorithms=algorithms,
+                      audience=(env.get("PULSE_JWT_AUDIENCE") or "").strip() or None,
+                      issuer=(env.get("PULSE_JWT_ISSUER") or "").strip() or None)

@@ -153,7 +153,7 @@ async def test_fragments_control_frames_between_them_and_byte_by_byte(server, to
     for _ in range(3):
         assert await ws.recv_json() == {"type": "pong"}
     ws.send(frame(struct.pack(">H", 1000) + b"bye", opcode=0x8))
-    assert await ws.recv_close() == (1000, "")
+    assert await ws.recv_close() == (1000, "bye")  # echoed as received
     assert await ws.closed_by_server()
 
 
@@ -448,7 +448,7 @@ async def test_sse_resumes_from_last_event_id_on_the_direct_path(server, token):
 
 
 def test_close_frame_reason_is_cut_on_a_character_boundary():
-    from quart_app.edge.ws_direct import close_frame
+    from quart_app.edge.ws_protocol import close_frame
 
     data = close_frame(4001, "é" * 100)            # 200 bytes of reason
     assert data[0] == 0x88 and data[1] == len(data) - 2 <= 125

@@ -28,6 +28,7 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
 
+import h11
 from werkzeug.http import parse_cookie
 
 from ..realtime.auth import token_from_request
@@ -85,33 +86,64 @@ class Head:
 
 
 def parse_head(head: bytes) -> Head | None:
-    """An HTTP/1.1 request head with no body, or None for anything to leave to Hypercorn."""
+    """A complete HTTP/1.1 request head with no body, parsed by h11; None for anything to
+    leave to Hypercorn (another version, a body, a malformed head: Hypercorn answers those)."""
+    reader = HeadReader()
     try:
-        request_line, *lines = head.decode("latin-1").split("\r\n")
-        method, target, version = request_line.split(" ")
-    except ValueError:
+        request = reader.feed(head)
+    except HeadError:
         return None
-    if version != "HTTP/1.1" or not target.startswith("/"):
-        return None
-    path, _, query = target.partition("?")
-    headers: dict[str, str] = {}
-    raw_headers: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            return None  # malformed: Hypercorn answers it
-        name = name.lower()
-        value = value.strip()
-        raw_headers.append((name.encode("latin-1"), value.encode("latin-1")))
-        if name in headers:
-            headers[name] += ("; " if name == "cookie" else ", ") + value
-        else:
-            headers[name] = value
-    if "content-length" in headers or "transfer-encoding" in headers or "host" not in headers:
-        return None  # a body, or no Host (HTTP/1.1 requires one: Hypercorn answers 400)
-    return Head(method, path, query, headers, raw_headers)
+    return request
+
+
+class HeadError(Exception):
+    """The bytes are not a request head Pulse serves itself (Hypercorn will answer them)."""
+
+
+class HeadReader:
+    """Reads a new connection's first request head with ``h11`` (bounded: MAX_HEAD_BYTES)."""
+
+    __slots__ = ("_conn", "received")
+
+    def __init__(self) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.received = bytearray()  # everything read so far, replayed if Hypercorn serves it
+
+    def feed(self, data: bytes) -> Head | None:
+        """The head once complete (None: more bytes needed); HeadError if not for Pulse."""
+        self.received += data
+        conn = self._conn
+        conn.receive_data(data)
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            raise HeadError from None
+        if event is h11.NEED_DATA:
+            return None
+        if not isinstance(event, h11.Request) or event.http_version != b"1.1":
+            raise HeadError
+        target = event.target.decode("latin-1")
+        if not target.startswith("/"):
+            raise HeadError
+        path, _, query = target.partition("?")
+        headers: dict[str, str] = {}
+        raw_headers: list[tuple[bytes, bytes]] = []
+        for name_b, value_b in event.headers:
+            name = name_b.decode("latin-1")
+            value = value_b.decode("latin-1")
+            raw_headers.append((name_b, value_b))
+            if name in headers:
+                headers[name] += ("; " if name == "cookie" else ", ") + value
+            else:
+                headers[name] = value
+        if "content-length" in headers or "transfer-encoding" in headers:
+            raise HeadError  # a body: Hypercorn's
+        return Head(event.method.decode("latin-1"), path, query, headers, raw_headers)
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes read past the head: pipelined requests, or frames sent before our 101."""
+        return bytes(self._conn.trailing_data[0])
 
 
 # -- taking connections from Hypercorn ---------------------------------------------------------
@@ -195,8 +227,17 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
         await original(app, loop, config, context, state, reader, writer)
         return
     transport = writer.transport  # the writer lets go of it if the connection is handed over
+    svc.sockets_open += 1
+    handed_over = False
     try:
-        await _take(svc, original, app, loop, config, context, state, reader, writer)
+        if svc.sockets_open > connection_cap(svc):
+            svc.metrics.connections_refused += 1
+            refuse(transport, 503, "Service Unavailable",
+                   "Too many connections to this server: retry shortly",
+                   (("retry-after", "2"),))
+            return
+        handed_over = await _take(svc, original, app, loop, config, context, state, reader,
+                                  writer)
     except asyncio.CancelledError:
         # Hypercorn cancels connection tasks that outlive its graceful timeout. One still ours
         # (reading its head, or subscribing) closes its socket now, not when the collector finds
@@ -206,35 +247,81 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
             transport.abort()
         else:
             raise
+    finally:
+        if not handed_over:
+            svc.sockets_open -= 1
 
 
-async def _take(svc, original, app, loop, config, context, state, reader, writer) -> None:
+def connection_cap(svc) -> int:
+    """``PULSE_MAX_CONNECTIONS``, or what the open-files limit leaves after a reserve for the
+    database, Redis and files (docs/operations.md)."""
+    cap = svc.settings.edge.max_connections
+    if cap:
+        return cap
+    global _FD_CAP
+    if _FD_CAP is None:
+        try:
+            import resource
+
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except (ImportError, OSError, ValueError):  # pragma: no cover - not POSIX
+            soft = 1024
+        _FD_CAP = max(16, soft - FD_RESERVE) if soft != -1 else 1 << 20
+    return _FD_CAP
+
+
+_FD_CAP: int | None = None
+FD_RESERVE = 128
+
+
+def _released(svc):
+    def release() -> None:
+        svc.sockets_open -= 1
+    return release
+
+
+async def _take(svc, original, app, loop, config, context, state, reader, writer) -> bool:
+    """Serve the connection's first request here or hand it to Hypercorn; True when the socket
+    was handed to a direct endpoint (which then owns its end)."""
     started = loop.time()
     transport = writer.transport
+    head = HeadReader()
+    request: Head | None = None
     try:
-        async with asyncio.timeout(config.keep_alive_timeout):
-            head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.LimitOverrunError:
-        await original(app, loop, config, context, state, reader, writer)
-        return
-    except asyncio.IncompleteReadError as exc:  # EOF before a whole head: Hypercorn's call
-        if not exc.partial:
-            writer.close()
-            return
-        await original(app, loop, config, context, state, _Replay(exc.partial, reader), writer)
-        return
+        async with asyncio.timeout(svc.settings.edge.head_timeout_seconds):
+            while request is None:
+                data = await reader.read(65536)
+                if not data:  # EOF before a whole head
+                    if head.received:
+                        await original(app, loop, config, context, state,
+                                       _Replay(bytes(head.received), reader), writer)
+                    else:
+                        writer.close()
+                    return False
+                request = head.feed(data)
+    except HeadError:
+        await original(app, loop, config, context, state, _Replay(bytes(head.received), reader),
+                       writer)
+        return False
     except (TimeoutError, ConnectionError):
+        svc.metrics.head_timeouts += 1
         writer.close()
-        return
-    # Bytes already read past the head: pipelined requests, or frames sent before our 101.
-    buffer = getattr(reader, "_buffer", None)
-    pending = bytes(buffer) if buffer else b""
+        return False
+    pending = head.pending
+    buffer = getattr(reader, "_buffer", None)  # read by the stream, not yet by us
     if buffer:
+        pending += bytes(buffer)
+        head.received += buffer
         buffer.clear()
-    request = parse_head(head) if len(head) <= MAX_HEAD_BYTES else None
+    refusal = svc.origins.refuses(request.headers, websocket="upgrade" in request.headers)
+    if refusal is not None and request.path in ("/ws", "/sse"):
+        svc.metrics.origin_refusals += 1
+        refuse(transport, 403, "Forbidden", refusal)
+        await _access(config, request, transport, "http", 403, loop.time() - started)
+        return False
     served = None
     try:
-        if request is not None and request.method == "GET":
+        if request.method == "GET":
             if request.path == "/ws" and not svc.settings.ws_deflate:
                 from .ws_direct import serve_websocket
 
@@ -244,13 +331,28 @@ async def _take(svc, original, app, loop, config, context, state, reader, writer
 
                 served = await serve_direct(svc, request, reader, writer)
     except Exception:  # a bug here must cost one connection, never the worker
-        log.exception("direct endpoint failed on %s", request.path if request else "?")
+        log.exception("direct endpoint failed on %s", request.path)
         transport.abort()
-        return
+        return False
     if served is None:
-        await original(app, loop, config, context, state, _Replay(head + pending, reader), writer)
-        return
-    kind, status = served
+        await original(app, loop, config, context, state,
+                       _Replay(bytes(head.received), reader), writer)
+        return False
+    kind, status, protocol = served
+    if protocol is not None:
+        svc.edge_connections.add(protocol)
+        release = _released(svc)
+
+        def lost() -> None:
+            svc.edge_connections.discard(protocol)
+            release()
+        protocol.on_lost = lost  # before the loop runs again, so before connection_lost
+    await _access(config, request, transport, kind, status, loop.time() - started)
+    return protocol is not None
+
+
+async def _access(config, request: Head, transport, kind: str, status: int,
+                  seconds: float) -> None:
     if config.accesslog is not None:
         await config.log.access(request.scope(transport.get_extra_info("peername"), kind),
-                                {"status": status, "headers": []}, loop.time() - started)
+                                {"status": status, "headers": []}, seconds)

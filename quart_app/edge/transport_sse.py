@@ -209,8 +209,9 @@ RESPONSE_HEADERS = (
 
 
 # -- the direct endpoint (see direct.py) ---------------------------------------------------
-def _response_head() -> bytes:
-    lines = [b"HTTP/1.1 200 OK"] + [f"{k}: {v}".encode() for k, v in RESPONSE_HEADERS]
+def _response_head(extra: list[tuple[str, str]] = ()) -> bytes:
+    lines = [b"HTTP/1.1 200 OK"] + [f"{k}: {v}".encode("latin-1")
+                                    for k, v in (*RESPONSE_HEADERS, *extra)]
     lines += [b"Transfer-Encoding: chunked", b"Date: " + formatdate(usegmt=True).encode()]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -222,13 +223,14 @@ def _chunk(body: bytes) -> bytes:
 class DirectStream(asyncio.Protocol):
     """An SSE stream on a socket Pulse serves itself: one HTTP chunk per flush, no task."""
 
-    __slots__ = ("stream", "transport", "done", "_keep")
+    __slots__ = ("stream", "transport", "done", "_keep", "on_lost")
 
     def __init__(self, stream: Stream, transport: Any) -> None:
         self.stream = stream
         self.transport = transport
         self.done = False
         self._keep: Any = None
+        self.on_lost: Any = None
 
     def render(self, items: list) -> bytes:
         return _chunk(self.stream.render(items))
@@ -252,10 +254,14 @@ class DirectStream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.done = True
         self.stream.close()
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost()
 
 
-async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> tuple[str, int] | None:
-    """Take the connection if its stream opens (``("http", 200)``); None leaves it to Quart,
+async def serve_direct(svc, request: Any, reader: Any, writer: Any
+                       ) -> tuple[str, int, Any] | None:
+    """Take the connection if its stream opens (``("http", 200, protocol)``); None leaves it to Quart,
     which answers the same checks' errors (401, 400, 403, 429, 503) itself."""
     if request.tokens("upgrade") != {""}:
         return None
@@ -275,8 +281,9 @@ async def serve_direct(svc, request: Any, reader: Any, writer: Any) -> tuple[str
         protocol.done = True
         stream.close()
         transport.close()
-        return "http", 200
-    transport.write(_response_head() + _chunk(stream.preamble()))
+        return "http", 200, protocol
+    cors = svc.origins.cors_headers(request.headers.get("origin"))
+    transport.write(_response_head(cors) + _chunk(stream.preamble()))
     stream.on_end = protocol.finish
     stream.outbox.use_transport(transport, svc.flusher, protocol.render)
-    return "http", 200
+    return "http", 200, protocol

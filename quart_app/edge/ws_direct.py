@@ -1,11 +1,12 @@
 """The direct ``/ws`` endpoint: one small asyncio protocol object per WebSocket (see direct.py
 for how a connection gets here).
 
-After the ``101``, frames are parsed in ``data_received`` and handled by the same
-:class:`~quart_app.session.Session` as the Quart route; publications are written by the
-hub's flusher straight to the transport. Client frames follow RFC 6455 §5: masked, fragmented or
-not, control frames answered in place (ping → pong, close → close). Protocol violations close
-with 1002, invalid UTF-8 with 1007, a message over ``websocket_max_message_size`` with 1009.
+After the ``101``, client bytes are parsed by a :class:`~quart_app.edge.ws_protocol.FrameReader`
+(the ``websockets`` library's sans-I/O protocol, within Pulse's limits) and messages handled by
+the same :class:`~quart_app.realtime.session.Session` as the Quart route; publications are
+written by the hub's flusher straight to the transport. Protocol violations close with 1002,
+invalid UTF-8 with 1007, a message over ``websocket_max_message_size`` (or in too many
+fragments) with 1009, a frame flood with 1008 — then TCP closes (docs/protocol.md).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..realtime.auth import verify_token
 from .routing import Head, hand_over, refuse
+from .ws_protocol import FrameReader
 from ..errors import Unauthorized
 from ..realtime.protocol import CloseCode
 from ..realtime.session import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
@@ -56,8 +58,9 @@ def accept_response(key: str) -> bytes:
 
 
 def serve_websocket(svc, config, request: Head, reader, writer,
-                    pending: bytes) -> tuple[str, int] | None:
-    """Take the connection if ``request`` is a well-formed upgrade (``("websocket", 101)``), or
+                    pending: bytes) -> tuple[str, int, Any] | None:
+    """Take the connection if ``request`` is a well-formed upgrade (``("websocket", 101,
+    protocol)``), or
     refuse a malformed one with a JSON error (RFC 6455 §4.2.2: 426 for another version, else
     400); None leaves anything else (a plain GET) to Quart."""
     key = upgrade_key(request)
@@ -69,39 +72,29 @@ def serve_websocket(svc, config, request: Head, reader, writer,
             refuse(transport, 426, "Upgrade Required",
                    "Unsupported WebSocket version: this server speaks version 13",
                    (("sec-websocket-version", "13"),))
-            return "http", 426
+            return "http", 426, None
         refuse(transport, 400, "Bad Request", "Invalid WebSocket handshake: it needs "
                "'Connection: Upgrade' and a Sec-WebSocket-Key of 16 base64-encoded bytes")
-        return "http", 400
+        return "http", 400, None
     transport = writer.transport
     protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
     hand_over(reader, writer, protocol)
     transport.write(accept_response(key))
     protocol.start(request.token(), pending)
-    return "websocket", 101
+    return "websocket", 101, protocol
 
 
-# -- frames --------------------------------------------------------------------------------
-def _unmask(payload: bytes, mask: bytes) -> bytes:
-    n = len(payload)
-    if n == 0:
-        return b""
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
-
-
-def close_frame(code: int, reason: str = "") -> bytes:
-    """A close frame; the reason is cut to the 123 bytes allowed, never inside a character."""
-    text = reason.encode()[:123].decode("utf-8", "ignore").encode()
-    body = int(code).to_bytes(2, "big") + text
-    return bytes((0x88, len(body))) + body
+# -- the connection ------------------------------------------------------------------------
+PRE_AUTH_MAX_MESSAGE = 16 * 1024  # an auth frame carries a token, nothing more
+LINGER_SECONDS = 2.0  # after our FIN, how long a client may take to close its side
 
 
 class DirectWebSocket(asyncio.Protocol):
-    """One WebSocket after the handshake: the frame parser, the endpoint of its Session."""
+    """One WebSocket after the handshake: the endpoint of its Session. Client bytes go through
+    a :class:`~quart_app.edge.ws_protocol.FrameReader` (the limits are documented there)."""
 
-    __slots__ = ("svc", "transport", "last_seen", "session", "state", "max_message", "_buf",
-                 "_frag", "_frag_op", "_skip", "_timer", "_busy", "_backlog", "_keep")
+    __slots__ = ("svc", "transport", "last_seen", "session", "state", "max_message", "frames",
+                 "_timer", "_busy", "_backlog", "_keep", "_paused", "on_lost")
 
     def __init__(self, svc: Any, transport: Any, max_message: int) -> None:
         self.svc = svc
@@ -110,14 +103,13 @@ class DirectWebSocket(asyncio.Protocol):
         self.session: Session | None = None
         self.state = _AUTH
         self.max_message = max_message
-        self._buf = b""
-        self._frag: list[bytes] | None = None
-        self._frag_op = 0
-        self._skip = 0
+        self.frames = FrameReader(min(max_message, PRE_AUTH_MAX_MESSAGE))
         self._timer: asyncio.TimerHandle | None = None   # auth deadline, then close deadline
         self._busy: asyncio.Task | None = None           # an action awaiting I/O (subscribe)
         self._backlog: list | None = None                # frames that arrived meanwhile
         self._keep: Any = None
+        self._paused = False
+        self.on_lost: Any = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, token: str | None, pending: bytes) -> None:
@@ -147,6 +139,7 @@ class DirectWebSocket(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.state = _OPEN
+        self.frames.max_message = self.max_message
         self.session = open_session(self.svc, self, principal)
 
     def close(self, code: int, reason: str) -> None:
@@ -154,7 +147,6 @@ class DirectWebSocket(asyncio.Protocol):
         if self.state >= _CLOSING:
             return
         self.state = _CLOSING
-        self._frag = None
         if self._timer is not None:
             self._timer.cancel()
         transport = self.transport
@@ -165,9 +157,10 @@ class DirectWebSocket(asyncio.Protocol):
             # leave in the order the server produced them, the close frame last. Not when the
             # socket is backed up (a slow consumer): then only the close frame is owed.
             self.session.conn.outbox.flush_direct(self.svc.flusher.high_water)
-        transport.write(close_frame(code, reason))
+        transport.write(self.frames.close(code, reason))
         self._timer = asyncio.get_running_loop().call_later(
             CLOSE_HANDSHAKE_SECONDS, transport.abort)
+        self._resume()  # the peer's close frame must still be read
 
     def _shut(self, code: int, reason: str) -> None:
         if self.session is not None:
@@ -181,7 +174,9 @@ class DirectWebSocket(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self._backlog = None
-        self._buf = b""
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost()
         session = self.session
         if session is not None:
             session.closing = True
@@ -192,131 +187,80 @@ class DirectWebSocket(asyncio.Protocol):
             # (which waits for sessions to end) should wait for it too.
 
     def eof_received(self) -> bool:
-        return False  # the transport closes itself
+        return False  # the transport closes itself (after our FIN too: the connection is done)
+
+    # -- flow control: a client that does not read is not read from ------------------------
+    def pause_writing(self) -> None:
+        if not self._paused and self.state < _CLOSING:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._resume()
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
     # -- reading -------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         if self.state == _CLOSED:
-            return
+            return  # after our FIN: dropped
         self.last_seen = time.monotonic()
-        if self._skip:  # the rest of a refused frame
-            if len(data) <= self._skip:
-                self._skip -= len(data)
+        transport = self.transport
+        for event in self.frames.feed(data, transport.get_write_buffer_size()):
+            kind = event[0]
+            if kind == "message":
+                if self.state == _CLOSING:
+                    continue  # we are closing: the client's data no longer matters
+                self._message(event[1])
+            elif kind == "write":
+                chunk = event[1]
+                if chunk[0] == 0x88 and self.state < _CLOSING:
+                    self._failing()  # the reader failed the connection: this is its close
+                if not transport.is_closing():
+                    transport.write(chunk)
+            elif kind == "closed":
+                # The peer closed; the reader already answered. Nothing more goes out.
+                if self.state < _CLOSING:
+                    self.state = _CLOSING
+                    if self.session is not None:
+                        self.session.closing = True
+            else:  # "eof": the closing handshake is done, or the connection failed
+                self._end_tcp()
                 return
-            data = data[self._skip:]
-            self._skip = 0
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        pos = 0
-        end = len(data)
-        while end - pos >= 2:
-            b0 = data[pos]
-            b1 = data[pos + 1]
-            length = b1 & 0x7F
-            head = pos + 2
-            if length == 126:
-                if end - pos < 4:
-                    break
-                length = int.from_bytes(data[head:head + 2], "big")
-                head += 2
-            elif length == 127:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(data[head:head + 8], "big")
-                head += 8
-            problem = None
-            if not b1 & 0x80:
-                problem = (CloseCode.PROTOCOL_ERROR, "Client frames must be masked")
-            elif b0 & 0x70:
-                problem = (CloseCode.PROTOCOL_ERROR, "Reserved bits set without an extension")
-            elif length > self.max_message:
-                problem = (CloseCode.MESSAGE_TOO_BIG,
-                           f"Message too big (max {self.max_message} bytes)")
-            if problem is not None:
-                # Refuse the frame but keep the framing: skip its payload and go on reading,
-                # so the client's answer to our close frame still ends the connection cleanly.
-                self._shut(*problem)
-                if length > 16 * self.max_message:  # not worth reading through: hang up
-                    self.state = _CLOSED
-                    self.transport.close()
-                    return
-                stop = head + (4 if b1 & 0x80 else 0) + length
-                if stop > end:
-                    self._skip = stop - end
-                    return
-                pos = stop
-                continue
-            stop = head + 4 + length
-            if stop > end:
-                break
-            payload = _unmask(data[head + 4:stop], data[head:head + 4])
-            pos = stop
-            self._frame(b0 & 0x80, b0 & 0x0F, payload)
             if self.state == _CLOSED:
                 return
-        if pos < end:
-            self._buf = data[pos:]
 
-    def _fail(self, code: int, reason: str) -> None:
-        """A violation inside a frame: close (what the client sends meanwhile is ignored)."""
-        self._frag = None
-        self._shut(code, reason)
+    def _failing(self) -> None:
+        """Before the reader's close frame: what the session queued goes out first (frames
+        leave in the order the server produced them), and nothing more is queued."""
+        self.state = _CLOSING
+        session = self.session
+        if session is not None:
+            session.conn.outbox.flush_direct(self.svc.flusher.high_water)
+            session.stop_output()
 
-    def _frame(self, fin: int, opcode: int, payload: bytes) -> None:
-        if opcode >= 0x8:
-            if not fin or len(payload) > 125:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "Invalid control frame")
-            if opcode == 0x8:
-                return self._close_received(payload)
-            if opcode == 0x9:
-                if self.state < _CLOSING:
-                    self.transport.write(bytes((0x8A, len(payload))) + payload)
-                return None
-            if opcode == 0xA:
-                return None
-            return self._fail(CloseCode.PROTOCOL_ERROR, f"Unknown opcode {opcode}")
-        if opcode == 0x0:
-            if self._frag is None:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "Continuation frame without a message")
-            self._frag.append(payload)
-            if sum(map(len, self._frag)) > self.max_message:
-                return self._fail(CloseCode.MESSAGE_TOO_BIG,
-                                  f"Message too big (max {self.max_message} bytes)")
-            if not fin:
-                return None
-            payload = b"".join(self._frag)
-            opcode = self._frag_op
-            self._frag = None
-        elif opcode in (0x1, 0x2):
-            if self._frag is not None:
-                return self._fail(CloseCode.PROTOCOL_ERROR, "New message before the last one ended")
-            if not fin:
-                self._frag = [payload]
-                self._frag_op = opcode
-                return None
-        else:
-            return self._fail(CloseCode.PROTOCOL_ERROR, f"Unknown opcode {opcode}")
-        if self.state >= _CLOSING:
-            return None  # we are closing: the client's data no longer matters
-        message: str | bytes = payload
-        if opcode == 0x1:
-            try:
-                message = payload.decode()
-            except UnicodeDecodeError:
-                return self._fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in a text frame")
-        self._message(message)
-        return None
-
-    def _close_received(self, payload: bytes) -> None:
-        if self.state < _CLOSING:
-            # Echo the client's code (RFC 6455 §5.5.1), then close the TCP connection.
-            if self.session is not None:
-                self.session.closing = True
-            self.transport.write(close_frame(int.from_bytes(payload[:2], "big"))
-                                 if len(payload) >= 2 else b"\x88\x00")
+    def _end_tcp(self) -> None:
+        """Close our side now (FIN); what the client still sends is read and dropped until it
+        closes too or a short grace ends, so our close frame is not lost to a reset."""
         self.state = _CLOSED
-        self.transport.close()
+        if self.session is not None:
+            self.session.closing = True
+        transport = self.transport
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if transport.is_closing():
+            return
+        self._resume()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
+        else:
+            transport.close()
 
     # -- messages ------------------------------------------------------------------------
     def _message(self, message: str | bytes) -> None:

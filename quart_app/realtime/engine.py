@@ -53,6 +53,8 @@ class Engine:
         self.ws_sessions: dict = {}          # conn id -> session.Session
         self.sse_heartbeats: set = set()     # callables(now) of open SSE streams
         self.sse_closers: set = set()        # callables() that end an SSE stream
+        self.edge_connections: set = set()   # the edge's direct endpoints (protocol objects)
+        self.sockets_open = 0                # client sockets the edge holds, any kind
         self.metrics.gauge("connections", "Open client connections",
                            lambda: self.hub.connection_count)
         self.metrics.gauge("subscriptions", "Channel subscriptions held by open connections",

@@ -39,6 +39,10 @@ class Metrics:
         "connections_accepted": "Connections accepted (WebSocket and SSE)",
         "auth_failures": "Connections refused for a missing, invalid or expired token",
         "ingested_events": "Events accepted by POST /api/events",
+        "connections_refused": "Connections refused at the connection cap (503)",
+        "head_timeouts": "Connections closed before sending a request head in time",
+        "origin_refusals": "Requests refused for their Origin (403)",
+        "edge_fallbacks": "Times the direct endpoints could not be installed (Quart serves all)",
     }
 
     def __init__(self) -> None:

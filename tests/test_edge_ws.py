@@ -1,0 +1,150 @@
+"""The WebSocket edge under hostile clients (issue 12 of the audit): each case reproduces an
+attack or a protocol defect on a real socket, then checks the bound the edge now keeps
+(docs/protocol.md, "Limits"). The parser itself is fuzzed in test_edge_fuzz.py."""
+import asyncio
+import struct
+import time
+
+import pytest
+
+from quart_app.edge.ws_protocol import PONG_BACKLOG, FrameReader
+
+from .test_direct import RawWs, frame, server  # noqa: F401  (fixture)
+
+
+def _close_frame(code: int, reason: bytes = b"") -> bytes:
+    return frame(struct.pack(">H", code) + reason, opcode=0x8)
+
+
+async def _healthz_seconds(address: str) -> float:
+    host, port = address.split(":")
+    start = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {address}\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return time.monotonic() - start
+
+
+async def test_empty_continuation_floods_are_cut_off_and_cost_no_loop_time(server):
+    """Before: every continuation re-summed the earlier fragments (quadratic), 8 sockets without
+    a token blocked /healthz for ~30 s. Now a message has at most 64 fragments (1009)."""
+    address, _svc = server
+    flood = frame(b"", fin=False) + frame(b"", opcode=0x0, fin=False) * 40_000
+    clients = [await RawWs.connect(address) for _ in range(8)]
+    for ws in clients:
+        ws.send(flood)
+    assert await _healthz_seconds(address) < 2.0
+    for ws in clients:
+        code, reason = await ws.recv_close(answer=False)
+        assert code == 1009 and "fragments" in reason
+        assert await ws.closed_by_server(timeout=3)
+
+
+async def test_a_frame_flood_before_auth_is_failed_with_1008(server):
+    address, _svc = server
+    ws = await RawWs.connect(address)
+    ws.send(frame(b"", opcode=0xA) * 5_000)   # unsolicited pongs: no message, only frames
+    assert await ws.recv_close(answer=False) == (1008, "Too many frames")
+    assert await ws.closed_by_server(timeout=3)
+
+
+async def test_pings_from_a_client_that_never_reads_hold_bounded_memory(server):
+    """Before: every ping's pong was written straight to the socket, no flow control (4 sockets
+    grew the server by 580 MB in 5 s). Now the endpoint stops reading while its writes back
+    up, and pongs past a bound are dropped."""
+    address, svc = server
+    ws = await RawWs.connect(address)
+    ping = frame(b"p" * 125, opcode=0x9)
+    for _ in range(40):                        # ~5 MB of pings, paced under the frame budget
+        ws.send(ping * 150)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    endpoints = [p for p in _direct_endpoints(svc)]
+    assert endpoints, "the connection should be served by the direct endpoint"
+    queued = max(p.transport.get_write_buffer_size() for p in endpoints)
+    assert queued <= PONG_BACKLOG + 64 * 1024, queued
+    ws.close()
+
+
+def _direct_endpoints(svc):
+    from quart_app.edge.ws_direct import DirectWebSocket
+
+    return [p for p in svc.edge_connections if isinstance(p, DirectWebSocket)]
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000])
+async def test_invalid_close_codes_fail_with_1002_and_close_tcp(server, token, code):
+    """Before: echoed back. RFC 6455 §7.4: these codes may not be sent; the server fails the
+    connection (1002) and closes TCP without waiting for a handshake."""
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(_close_frame(code))
+    got, _reason = await ws.recv_close(answer=False)
+    assert got == 1002
+    assert await ws.closed_by_server(timeout=1.5)
+
+
+async def test_a_close_reason_in_invalid_utf8_fails_with_1007(server, token):
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(_close_frame(1000, b"\xff\xfe"))
+    assert (await ws.recv_close(answer=False))[0] == 1007
+    assert await ws.closed_by_server(timeout=1.5)
+
+
+async def test_a_64_bit_length_with_its_top_bit_set_is_a_protocol_error(server, token):
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(bytes((0x81, 0xFF)) + struct.pack(">Q", 1 << 63) + b"mask")
+    assert (await ws.recv_close(answer=False))[0] == 1002
+    assert await ws.closed_by_server(timeout=1.5)
+
+
+async def test_a_valid_close_is_echoed_and_tcp_closed(server, token):
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(_close_frame(4000, "done".encode()))
+    assert await ws.recv_close(answer=False) == (4000, "done")
+    assert await ws.closed_by_server(timeout=1.5)
+
+
+async def test_an_idle_connection_holds_no_parser(server, token):
+    address, svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    whole = frame('{"action":"subscribe","channel":"mining"}')
+    ws.send(whole[:7])                                              # half a frame
+    await asyncio.sleep(0.1)
+    [endpoint] = _direct_endpoints(svc)
+    assert endpoint.frames.holds_parser
+    ws.send(whole[7:])
+    assert (await ws.recv_json())["type"] == "subscribed"
+    assert not endpoint.frames.holds_parser
+    ws.close()
+
+
+# -- the reader alone ---------------------------------------------------------------------
+def test_reader_joins_fragments_and_checks_utf8_as_it_goes():
+    reader = FrameReader(1024)
+    text = "é€".encode()
+    events = reader.feed(frame(text[:1], fin=False) + frame(text[1:4], opcode=0x0, fin=False)
+                         + frame(text[4:], opcode=0x0))
+    assert events == [("message", "é€")]
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"\xff", fin=False))
+    assert events[0][0] == "write" and events[0][1][2:4] == struct.pack(">H", 1007)
+    assert events[-1] == ("eof",)
+    assert reader.feed(frame(b"more")) == []
+
+
+def test_reader_message_size_counts_every_fragment():
+    reader = FrameReader(100)
+    events = reader.feed(frame(b"x" * 60, fin=False) + frame(b"x" * 60, opcode=0x0))
+    assert events[0][1][2:4] == struct.pack(">H", 1009)
+
+
+def test_reader_drops_pongs_while_writes_back_up():
+    reader = FrameReader(1024)
+    assert reader.feed(frame(b"a", opcode=0x9), backlog=0) == [("write", b"\x8a\x01a")]
+    assert reader.feed(frame(b"a", opcode=0x9), backlog=PONG_BACKLOG) == []
