@@ -38,6 +38,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.json.sort_keys = False  # after QuartSchema, which installs its own JSON provider
     _skip_conversion_for_plain_values(app)
     svc = Services(settings)
+    if not hypercorn_hooks.status["installed"]:
+        svc.metrics.edge_fallbacks = 1
     app.extensions["pulse"] = svc
 
     for blueprint in _blueprints():

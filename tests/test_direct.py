@@ -62,9 +62,9 @@ class RawWs:
             f"Sec-WebSocket-Version: 13\r\n\r\n".encode() + extra)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 101"), head
-        assert b"Sec-WebSocket-Accept: " + base64.b64encode(
+        assert b"sec-websocket-accept: " + base64.b64encode(
             __import__("hashlib").sha1(KEY.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-            .digest()) in head
+            .digest()).lower() in head.lower()
         return cls(reader, writer)
 
     def send(self, data: bytes) -> None:

@@ -148,3 +148,52 @@ def test_reader_drops_pongs_while_writes_back_up():
     reader = FrameReader(1024)
     assert reader.feed(frame(b"a", opcode=0x9), backlog=0) == [("write", b"\x8a\x01a")]
     assert reader.feed(frame(b"a", opcode=0x9), backlog=PONG_BACKLOG) == []
+
+
+# -- the Quart path (PULSE_WS_DEFLATE=true, kept-alive upgrades) ---------------------------
+@pytest.fixture
+async def quart_path(settings):
+    from dataclasses import replace
+
+    from .conftest import serve_app
+
+    async with serve_app(replace(settings, ws_deflate=True)) as (address, app):
+        yield address, app.extensions["pulse"]
+
+
+@pytest.mark.parametrize("bad, code", [
+    (frame(b"x", mask=False), 1002),
+    (frame(struct.pack(">H", 999), opcode=0x8), 1002),
+    (frame(b"x" * 70_000), 1009),
+])
+async def test_on_the_quart_path_violations_close_with_the_code_then_tcp(quart_path, token, bad,
+                                                                         code):
+    """Before: violations dropped TCP without a close frame (clients saw 1006), and after
+    Hypercorn's own 1009 the TCP connection stayed open."""
+    address, _svc = quart_path
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(bad)
+    assert (await ws.recv_close(answer=False))[0] == code
+    assert await ws.closed_by_server(timeout=2)
+
+
+async def test_on_the_quart_path_an_empty_binary_frame_is_an_error_frame(quart_path, token):
+    """Before: Quart handed the handler None and the session raised TypeError."""
+    address, _svc = quart_path
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(frame(b"", opcode=0x2))
+    reply = await ws.recv_json()
+    assert reply["type"] == "error"
+    ws.send(frame('{"action":"ping","ts":3}'))
+    assert await ws.recv_json() == {"type": "pong", "ts": 3}
+    ws.close()
+
+
+def test_the_hooks_check_hypercorns_internals_before_patching(monkeypatch):
+    from quart_app.edge import hypercorn_hooks
+
+    assert hypercorn_hooks._check() is None
+    assert hypercorn_hooks.status["installed"]
+    monkeypatch.setitem(hypercorn_hooks._EXPECTED,
+                        ("hypercorn.protocol.ws_stream", "WSStream.gone"), ("self",))
+    assert "gone" in hypercorn_hooks._check()

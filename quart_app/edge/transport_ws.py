@@ -106,6 +106,8 @@ async def ws_endpoint() -> None:
     try:
         while not session.closing:
             raw = await ws.receive()
+            if raw is None:  # Quart's reading of an empty binary frame
+                raw = b""
             if not session.admit():
                 continue
             pending = session.receive(raw)
