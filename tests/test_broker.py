@@ -174,3 +174,57 @@ async def test_redis_listener_reconnects_and_says_resync(redis_url, redis_prefix
         await broker.close()
         await direct.close()
         await proxy.close()
+
+
+async def test_the_sweeper_leaves_a_channel_that_regained_a_subscriber_subscribed(
+        redis_url, redis_prefix):
+    """Before: the sweeper listed idle channels, then unsubscribed them one by one; a channel
+    that gained a subscriber during the earlier awaits was unsubscribed anyway and went silent
+    in this process until restart."""
+    import asyncio
+
+    from quart_app.realtime.auth import Principal
+    from quart_app.realtime.broker_redis import RedisBroker
+    from quart_app.realtime.hub import Connection, Hub
+    from quart_app.realtime.listener import Listener
+    from quart_app.realtime.metrics import Metrics
+    from quart_app.realtime.outbox import Outbox
+
+    broker = RedisBroker(redis_url, redis_prefix, 100, 60)
+    await broker.connect()
+    hub = Hub(broker, Metrics(), 10, 10)
+    listener = Listener(broker, hub, Metrics())
+    listener.start()
+    try:
+        def conn():
+            c = Connection(Principal(user_id=1, expires_at=2e9), Outbox(100, lambda: None), "t")
+            hub.connect(c)
+            return c
+        first = conn()
+        assert await hub.subscribe(first, "competition") and await hub.subscribe(first, "mining")
+        hub.disconnect(first)
+        real, gate = broker.unsubscribe_upstream, asyncio.Event()
+
+        async def slow(channel):
+            await gate.wait()
+            await real(channel)
+        broker.unsubscribe_upstream = slow
+        sweep = asyncio.create_task(listener.sweep_once())
+        await asyncio.sleep(0.05)                 # the sweeper waits on its first channel
+        second = conn()
+        idle = {"competition", "mining"}
+        assert await hub.subscribe(second, "mining") and await hub.subscribe(second, "competition")
+        gate.set()
+        await sweep
+        assert idle <= broker._wanted
+        second.outbox.take()
+        await broker.publish("mining", {"type": "hashrate_update", "hashrate": 1.0})
+        for _ in range(100):
+            items = second.outbox.take()
+            if items:
+                break
+            await asyncio.sleep(0.02)
+        assert items and items[0].channel == "mining"
+    finally:
+        await listener.stop()
+        await broker.close()

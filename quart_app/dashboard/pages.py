@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, redirect, request, send_file
 
+from ..realtime.protocol import parse_offset
 from ..realtime.auth import Principal, mint_token, verify_token
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..web import current_principal, services
@@ -114,9 +115,10 @@ async def dev_login():
     if settings.production:
         raise NotFound("Not found")
     raw = request.args.get("user", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**63 - 1:
+    user_id = parse_offset(raw)
+    if not user_id:
         raise BadRequest("'user' must be a positive integer user id")
-    token = mint_token(settings.jwt_secret, int(raw), ttl_seconds=DEV_TOKEN_TTL_SECONDS)
+    token = mint_token(settings.jwt_secret, user_id, ttl_seconds=DEV_TOKEN_TTL_SECONDS)
     principal = verify_token(settings.jwt_secret, token)
     return _signed_in(token, principal, _here_without("user"))
 

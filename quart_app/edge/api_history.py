@@ -4,6 +4,7 @@ from __future__ import annotations
 from quart import Blueprint, request
 
 from ..realtime import namespaces as channels
+from ..realtime.protocol import parse_offset
 from ..errors import BadRequest, Forbidden
 from ..web import current_principal, services
 
@@ -23,9 +24,10 @@ async def history():
     if problem:
         raise (Forbidden if problem.startswith("Forbidden") else BadRequest)(problem)
     raw_since = request.args.get("since", "0")
-    if not raw_since.isdigit():
+    since = parse_offset(raw_since)
+    if since is None:
         raise BadRequest(f"'since' must be a non-negative integer offset, got {raw_since[:32]!r}")
-    result = await services().broker.history(channel, int(raw_since))
+    result = await services().broker.history(channel, since)
     return {
         "channel": channel,
         "offset": result.latest,

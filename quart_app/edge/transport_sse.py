@@ -26,6 +26,7 @@ from ..realtime.auth import Principal, verify_token
 from ..errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
 from ..realtime.hub import Connection, LimitExceeded
 from ..realtime.outbox import Outbox
+from ..realtime.protocol import parse_offset
 from ..realtime.session import send_snapshot
 from ..web import current_principal, services
 
@@ -58,10 +59,11 @@ def parse_cursor(value: str | None) -> dict[str, int]:
     if not value:
         return cursor
     for part in value.split(","):
-        channel, sep, offset = part.strip().rpartition(":")
-        if not sep or not channel or not offset.isdigit():
+        channel, sep, raw = part.strip().rpartition(":")
+        offset = parse_offset(raw) if sep and channel else None
+        if offset is None:
             raise BadRequest(f"Malformed Last-Event-ID: {value[:100]!r}")
-        cursor[channel] = int(offset)
+        cursor[channel] = offset
     return cursor
 
 

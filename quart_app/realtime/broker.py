@@ -74,8 +74,8 @@ class Publication:
             return None
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
+        if isinstance(value, str):
+            return parse_offset(value)
         return None
 
     def ws_frame(self) -> bytes:
@@ -102,6 +102,22 @@ def frame_text(payload: bytes) -> bytes:
     if length < 65536:
         return bytes((0x81, 126)) + length.to_bytes(2, "big") + payload
     return bytes((0x81, 127)) + length.to_bytes(8, "big") + payload
+
+
+
+MAX_OFFSET = 2**63 - 1
+
+
+def parse_offset(raw: str) -> int | None:
+    """A non-negative offset written in ASCII digits (at most 19 of them), else None.
+
+    ``str.isdigit`` accepts "²" and "٣", which ``int`` then rejects or reads, and ``int`` of
+    thousands of digits raises: neither may reach a client as a 500.
+    """
+    if not raw or len(raw) > 19 or not raw.isascii() or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if value <= MAX_OFFSET else None
 
 
 @dataclass(frozen=True, slots=True)

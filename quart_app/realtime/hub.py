@@ -200,6 +200,9 @@ class Hub:
             self.last_offset.pop(channel, None)
         return idle
 
+    def wants_upstream(self, channel: str) -> bool:
+        return channel in self._upstream or channel in self._channels
+
     def upstream_channels(self) -> list[str]:
         return [ch for ch, ready in self._upstream.items() if ready.done()]
 

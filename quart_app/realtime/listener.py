@@ -99,8 +99,19 @@ class Listener:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            for channel in self.hub.idle_upstream():
-                try:
-                    await self.broker.unsubscribe_upstream(channel)
-                except Exception as exc:  # pragma: no cover - logged, retried next sweep
-                    log.warning("upstream unsubscribe %s failed: %s", channel, exc)
+            await self.sweep_once()
+
+    async def sweep_once(self) -> None:
+        """Unsubscribe upstream from channels nobody here subscribes to any more."""
+        for channel in self.hub.idle_upstream():
+            if self.hub.wants_upstream(channel):
+                continue  # a subscriber came back while earlier channels were unsubscribed
+            try:
+                await self.broker.unsubscribe_upstream(channel)
+                if self.hub.wants_upstream(channel):
+                    # Subscribed again during that await: its upstream subscription may have
+                    # been undone by ours. Restore it; a publication missed meanwhile shows as
+                    # an offset hole, which the listener fills from history.
+                    await self.broker.subscribe_upstream(channel)
+            except Exception as exc:  # pragma: no cover - logged, retried next sweep
+                log.warning("upstream unsubscribe %s failed: %s", channel, exc)

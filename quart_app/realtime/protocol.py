@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Any
 
-from .broker import encode_json, frame_text
+from .broker import MAX_OFFSET, encode_json, frame_text, parse_offset  # noqa: F401
 
 
 class CloseCode(IntEnum):
@@ -77,3 +77,4 @@ def error(message: str, channel: str | None = None) -> ControlFrame:
     if channel is not None:
         body["channel"] = channel
     return ControlFrame(body)
+

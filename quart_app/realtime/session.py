@@ -225,7 +225,8 @@ def _handle_subscribe(session: Session, frame: dict) -> Awaitable[None] | None:
         conn.outbox.push(protocol.error(problem, named))
         return None
     since = frame.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0
+                              or since > protocol.MAX_OFFSET):
         conn.outbox.push(protocol.error(
             "Invalid 'since': a non-negative integer offset is required", channel))
         return None
