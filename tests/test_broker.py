@@ -139,7 +139,11 @@ def test_seed_mapping(channel, ws_channel):
     assert publication.data == {"type": channel.split(":")[1], "user_id": 3, "value": 9}
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b"\xff\xfe", b'"str"'])
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b"\xff\xfe", b'"str"',
+                                 # before: these became Publications the listener could not
+                                 # encode (surrogate) or sent as bare NaN/Infinity tokens
+                                 b'{"v": NaN}', b'{"v": -Infinity}', b'{"v": "\\ud800"}',
+                                 b'{"v":' * 5000 + b'1' + b'}' * 5000])
 def test_seed_garbage_is_skipped(raw):
     assert parse_seed_message("pubsub:feed_item", raw) is None
     assert parse_seed_message("pubsub:unknown", b"{}") is None

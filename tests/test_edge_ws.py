@@ -197,3 +197,27 @@ def test_the_hooks_check_hypercorns_internals_before_patching(monkeypatch):
     monkeypatch.setitem(hypercorn_hooks._EXPECTED,
                         ("hypercorn.protocol.ws_stream", "WSStream.gone"), ("self",))
     assert "gone" in hypercorn_hooks._check()
+
+
+async def test_replaying_the_whole_history_is_not_a_slow_consumer(settings, token):
+    """Before: replaying exactly PULSE_HISTORY_SIZE messages into a PULSE_OUTBOX_MESSAGES outbox
+    of the same size overflowed it, and the client got 4008 right after its ack."""
+    from dataclasses import replace
+
+    from .conftest import serve_app
+
+    settings = replace(settings, limits=replace(settings.limits, outbox_messages=50),
+                       history=replace(settings.history, size=50))
+    async with serve_app(settings) as (address, app):
+        svc = app.extensions["pulse"]
+        for i in range(50):
+            await svc.publish("competition", {"type": "match_update", "i": i})
+        ws = await RawWs.connect(address, f"?token={token(1)}")
+        ws.send(frame('{"action":"subscribe","channel":"competition","since":0}'))
+        offsets = [(await ws.recv_json())["offset"] for _ in range(50)]
+        assert offsets == list(range(1, 51))
+        ack = await ws.recv_json()
+        assert ack["type"] == "subscribed" and ack["recovered"] is True
+        ws.send(frame('{"action":"ping","ts":1}'))
+        assert await ws.recv_json() == {"type": "pong", "ts": 1}
+        ws.close()

@@ -158,7 +158,7 @@ async def open_stream(svc, principal: Principal, channel_list: str,
         if stream is not None and stream.on_end is not None:
             asyncio.get_running_loop().call_soon(stream.on_end)
 
-    outbox = Outbox(svc.settings.limits.outbox_messages, on_overflow, svc.metrics)
+    outbox = Outbox(svc.settings.outbox_capacity, on_overflow, svc.metrics)
     conn = Connection(principal, outbox, "sse")
     try:
         svc.hub.connect(conn)

@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -273,11 +273,19 @@ def parse_seed_message(redis_channel: str, raw: bytes) -> Publication | None:
     if ws_channel is None:
         return None
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        payload = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         log.warning("pubsub_invalid_message on %s: not JSON", redis_channel)
         return None
     if not isinstance(payload, dict):
         log.warning("pubsub_invalid_message on %s: not a JSON object", redis_channel)
         return None
-    return Publication(ws_channel, {"type": redis_channel.split(":")[-1], **payload}, None)
+    try:  # encoded here, once: a lone surrogate or a deep nesting fails now, not in the hub
+        return Publication(ws_channel, {"type": redis_channel.split(":")[-1], **payload}, None)
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        log.warning("pubsub_invalid_message on %s: not encodable as JSON text", redis_channel)
+        return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -175,7 +175,7 @@ def open_session(svc, endpoint: Any, principal: Principal) -> Session | None:
         endpoint.close(CloseCode.SERVICE_RESTART, "Server is shutting down")
         return None
     session = Session(svc, endpoint)
-    outbox = Outbox(svc.settings.limits.outbox_messages, session.on_overflow, svc.metrics)
+    outbox = Outbox(svc.settings.outbox_capacity, session.on_overflow, svc.metrics)
     conn = Connection(principal, outbox, "ws")
     try:
         svc.hub.connect(conn)
