@@ -178,3 +178,17 @@ async def test_hypercorn_still_serves_what_pulse_does_not_take(edge):
     async with httpx.AsyncClient(base_url=f"http://{address}") as client:
         response = await client.post("/api/events", json={"event_type": "nope"})
         assert response.status_code in (401, 422)
+
+
+@pytest.mark.parametrize("trust, proto, secure", [(True, "https", True), (False, "https", False),
+                                                  (True, "http", False)])
+async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy(settings, trust, proto, secure):
+    """Before: behind a TLS-terminating proxy the service saw http and never set Secure."""
+    settings = replace(settings, edge=replace(settings.edge, trust_proxy=trust))
+    async with serve_app(settings) as (address, _app):
+        async with httpx.AsyncClient(base_url=f"http://{address}") as client:
+            response = await client.get("/dev/login?user=3",
+                                        headers={"X-Forwarded-Proto": proto})
+            cookie = response.headers["set-cookie"]
+            assert "access_token=" in cookie
+            assert ("Secure" in cookie) is secure, cookie

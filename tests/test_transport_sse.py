@@ -171,3 +171,30 @@ async def test_a_stream_dropped_before_any_publication_resumes_from_its_ack(live
             assert missed["data"]["data"]["i"] == 1 and missed["id"] == "mining:2"
             ack = await reader.data()
             assert ack["data"]["type"] == "subscribed" and ack["data"]["recovered"] is True
+
+
+@pytest.mark.parametrize("via_quart", [False, True])  # the direct endpoint, the Quart route
+async def test_a_stream_ends_with_a_named_event_when_its_token_expires(tmp_path, token,
+                                                                       via_quart):
+    """Before: an SSE stream outlived its token for as long as the connection lasted."""
+    settings = make_settings(f"sqlite:///{tmp_path}/pulse.db")
+    async with serve_app(settings) as (address, app):
+        svc = app.extensions["pulse"]
+        url = sse_url(address, "mining", token(1, ttl_seconds=2))
+        async with httpx.AsyncClient(timeout=5) as http:
+            if via_quart:  # a request on a kept-alive connection is Quart's
+                assert (await http.get(f"http://{address}/healthz")).status_code == 200
+            async with http.stream("GET", url) as resp:
+                reader = SseReader(resp)
+                assert (await reader.data())["data"]["type"] == "subscribed"
+                event = await reader.data(timeout=5)
+                assert event["event"] == "token_expired"
+                assert event["data"] == {"type": "error", "code": 4001,
+                                         "message": "Token expired"}
+                rest = [line async for line in reader.lines]   # and the stream ends
+                assert not any(line.startswith("data:") for line in rest)
+        for _ in range(100):
+            if svc.hub.connection_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert svc.hub.connection_count == 0

@@ -81,7 +81,7 @@ def _signed_in(token: str, principal: Principal, location: str) -> Response:
     response.set_cookie(
         COOKIE, token,
         max_age=max(0, int(principal.expires_at - time.time())),
-        path="/", httponly=True, samesite="Lax", secure=request.scheme in ("https", "wss"))
+        path="/", httponly=True, samesite="Lax", secure=_served_over_tls())
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
@@ -101,6 +101,16 @@ async def index():
             return response
         return _signed_in(token, principal, _here_without("token"))
     return await _file("index.html")
+
+
+def _served_over_tls() -> bool:
+    """HTTPS here, or (with PULSE_TRUST_PROXY) at the TLS-terminating proxy in front."""
+    if request.scheme in ("https", "wss"):
+        return True
+    if services().settings.edge.trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return forwarded == "https"
+    return False
 
 
 @bp.get("/static/<path:path>")

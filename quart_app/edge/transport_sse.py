@@ -53,6 +53,20 @@ class _Comment:
 HEARTBEAT = _Comment()
 
 
+class _Expired(_Comment):
+    """The stream's token expired: a named event (``token_expired``), then the stream ends.
+    EventSource would reconnect with the same expired token; the client asks for a new one."""
+
+    __slots__ = ()
+
+    def sse_data(self) -> bytes:
+        return (b'event: token_expired\ndata: {"type":"error","code":4001,'
+                b'"message":"Token expired"}\n\n')
+
+
+TOKEN_EXPIRED = _Expired()
+
+
 def parse_cursor(value: str | None) -> dict[str, int]:
     """``"dashboard:12,mining:40"`` -> ``{"dashboard": 12, "mining": 40}``; BadRequest if malformed."""
     cursor: dict[str, int] = {}
@@ -84,7 +98,7 @@ class Stream:
     """One SSE stream as the hub sees it, whoever writes its bytes (Quart's response or a
     :class:`DirectStream`)."""
 
-    __slots__ = ("svc", "conn", "outbox", "positions", "last_write", "on_end", "ended")
+    __slots__ = ("svc", "conn", "outbox", "positions", "last_write", "on_end", "ended", "expiry")
 
     def __init__(self, svc, conn: Connection, positions: dict[str, int]) -> None:
         self.svc = svc
@@ -96,6 +110,20 @@ class Stream:
         self.last_write = time.monotonic()
         self.on_end: Any = None  # the direct endpoint's: end the HTTP response now
         self.ended = False
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def arm_expiry(self, expires_at: float) -> None:
+        delay = max(0.0, expires_at - time.time())
+        self.expiry = asyncio.get_running_loop().call_later(delay, self.expire)
+
+    def expire(self) -> None:
+        """The token ran out: say so (after what is already queued), then end the stream."""
+        self.expiry = None
+        if self.ended or self.outbox.closed:
+            return
+        self.svc.metrics.auth_failures += 1
+        self.outbox.push(TOKEN_EXPIRED)
+        asyncio.get_running_loop().call_soon(self.end)
 
     def preamble(self) -> bytes:
         return b"retry: %d\n: connected\n\n" % self.svc.settings.liveness.sse_retry_ms
@@ -134,6 +162,9 @@ class Stream:
         if self.ended:
             return
         self.ended = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         svc = self.svc
         svc.sse_heartbeats.discard(self.beat)
         svc.sse_closers.discard(self.end)
@@ -175,6 +206,7 @@ async def open_stream(svc, principal: Principal, channel_list: str,
         await send_snapshot(svc, conn)
     stream = Stream(svc, conn, {name: cursor[name] for name in names if name in cursor})
     conn.closer = stream.end
+    stream.arm_expiry(principal.expires_at)
     svc.sse_heartbeats.add(stream.beat)
     svc.sse_closers.add(stream.end)
     return stream
