@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from quart import current_app, request
 
 from .errors import Unauthorized
-from .realtime.auth import Principal, token_from_request, verify_token
+from .realtime.auth import Principal, token_from_request
 
 if TYPE_CHECKING:
     from .services import Services
@@ -20,7 +20,7 @@ def services() -> "Services":
 def current_principal() -> Principal:
     """The caller of this HTTP request, or raise Unauthorized (-> 401 ``{"detail": …}``)."""
     token = token_from_request(request.args, request.cookies, request.headers)
-    return verify_token(services().settings.jwt_secret, token)
+    return services().tokens.verify(token)
 
 
 def require_api_key() -> None:

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, redirect, request, send_file
 
 from ..realtime.protocol import parse_offset
-from ..realtime.auth import Principal, mint_token, verify_token
+from ..realtime.auth import Principal, mint_token
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..web import current_principal, services
 
@@ -93,7 +93,7 @@ async def index():
     token = request.args.get("token")
     if token is not None:
         try:
-            principal = verify_token(services().settings.jwt_secret, token)
+            principal = services().tokens.verify(token)
         except Unauthorized:
             # The page then says why it shows "sign in" rather than the dashboard.
             response = redirect(_here_without("token") + "#signin=invalid", 303)
@@ -129,7 +129,7 @@ async def dev_login():
     if not user_id:
         raise BadRequest("'user' must be a positive integer user id")
     token = mint_token(settings.jwt_secret, user_id, ttl_seconds=DEV_TOKEN_TTL_SECONDS)
-    principal = verify_token(settings.jwt_secret, token)
+    principal = services().tokens.verify(token)
     return _signed_in(token, principal, _here_without("user"))
 
 

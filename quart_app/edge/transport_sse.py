@@ -22,7 +22,7 @@ from typing import Any
 from quart import Blueprint, make_response, request
 
 from ..realtime import namespaces as channels
-from ..realtime.auth import Principal, verify_token
+from ..realtime.auth import Principal
 from ..errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
 from ..realtime.hub import Connection, LimitExceeded
 from ..realtime.outbox import Outbox
@@ -300,7 +300,7 @@ async def serve_direct(svc, request: Any, reader: Any, writer: Any
     if request.tokens("upgrade") != {""}:
         return None
     try:
-        principal = verify_token(svc.settings.jwt_secret, request.token())
+        principal = svc.tokens.verify(request.token())
         stream = await open_stream(svc, principal, request.args.get("channels", ""),
                                    request.headers.get("last-event-id")
                                    or request.args.get("last_event_id"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from quart import Blueprint, Quart, websocket
 
-from ..realtime.auth import Principal, token_from_request, verify_token
+from ..realtime.auth import Principal, token_from_request
 from ..errors import Unauthorized
 from ..realtime.hub import Connection
 from ..realtime.outbox import Outbox
@@ -73,7 +73,7 @@ async def _authenticate(svc) -> Principal:
     """Token from query/cookie/header, else a first frame ``{"action":"auth"}`` within 5 s."""
     token = token_from_request(websocket.args, websocket.cookies, websocket.headers)
     if token:
-        return verify_token(svc.settings.jwt_secret, token)
+        return svc.tokens.verify(token)
     try:
         raw = await asyncio.wait_for(websocket.receive(), svc.settings.limits.auth_timeout_seconds)
     except asyncio.TimeoutError:

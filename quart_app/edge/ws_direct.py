@@ -18,7 +18,6 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from ..realtime.auth import verify_token
 from .routing import Head, hand_over, refuse
 from .ws_protocol import FrameReader
 from ..errors import Unauthorized
@@ -116,7 +115,7 @@ class DirectWebSocket(asyncio.Protocol):
         """Right after the 101: authenticate from the request, or wait for an auth frame."""
         if token:
             try:
-                principal = verify_token(self.svc.settings.jwt_secret, token)
+                principal = self.svc.tokens.verify(token)
             except Unauthorized as exc:
                 self.svc.metrics.auth_failures += 1
                 self.close(CloseCode.UNAUTHORIZED, exc.detail)

@@ -1,4 +1,5 @@
-"""JWT access tokens (DESIGN §5): HS256 pinned, ``exp`` required, ``type`` must be ``access``.
+"""JWT access tokens (docs/configuration.md, "Auth"): ``exp`` and ``sub`` required, ``type`` must
+be ``access``; HS256 with ``JWT_SECRET``, and RS256/ES256 with keys from ``PULSE_JWKS_URL``.
 
 A token may arrive in the ``token`` query parameter (browsers cannot set headers on WebSocket or
 EventSource), the ``access_token`` cookie, or ``Authorization: Bearer``. Because the query string
@@ -6,8 +7,10 @@ reaches proxy and access logs, no function here ever logs a token or echoes it i
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import jwt
@@ -15,6 +18,7 @@ import jwt
 from ..errors import Unauthorized
 
 ALGORITHM = "HS256"
+log = logging.getLogger("pulse.auth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class Principal:
     address: str | None = None
     name: str | None = None
     projects: frozenset[str] = frozenset()
+    # Every claim of the token, for application rules (namespaces: member, token channels).
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def mint_token(
@@ -56,35 +62,143 @@ def mint_token(
 
 
 def verify_token(secret: str, token: str | None) -> Principal:
-    """Decode ``token`` or raise :class:`Unauthorized` with a reason that never quotes it."""
+    """Decode an HS256 ``token`` or raise :class:`Unauthorized` (never quoting the token)."""
     if not token:
         raise Unauthorized("Missing access token")
+    return _principal(_decode(token, secret, [ALGORITHM], None, None))
+
+
+def _decode(token: str, key: Any, algorithms: list[str], audience: str | None,
+            issuer: str | None) -> dict:
     try:
-        claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
-        )
+        return jwt.decode(
+            token, key, algorithms=algorithms, audience=audience, issuer=issuer,
+            options={"require": ["exp", "sub"], "verify_aud": audience is not None})
     except jwt.ExpiredSignatureError:
         raise Unauthorized("Token expired") from None
     except jwt.MissingRequiredClaimError as exc:
         raise Unauthorized(f"Token is missing the {exc.claim!r} claim") from None
+    except jwt.InvalidAudienceError:
+        raise Unauthorized("Token is for another audience") from None
+    except jwt.InvalidIssuerError:
+        raise Unauthorized("Token is from another issuer") from None
     except jwt.InvalidTokenError:
         raise Unauthorized("Invalid token") from None
+
+
+def _principal(claims: dict) -> Principal:
     if claims.get("type") != "access":
         raise Unauthorized("Wrong token type: an access token is required")
-    try:
-        user_id = int(claims["sub"])
-    except (TypeError, ValueError):
-        raise Unauthorized("Token subject is not a user id") from None
+    sub = claims["sub"]
+    if isinstance(sub, bool) or not isinstance(sub, (str, int)) \
+            or not str(sub).isascii() or not str(sub).isdigit() or len(str(sub)) > 19:
+        raise Unauthorized("Token subject is not a user id")
     projects = claims.get("projects") or []
     if not isinstance(projects, list):
         raise Unauthorized("Token 'projects' claim must be a list")
     return Principal(
-        user_id=user_id,
+        user_id=int(sub),
         expires_at=float(claims["exp"]),
-        address=claims.get("address"),
-        name=claims.get("name"),
+        address=claims.get("address") if isinstance(claims.get("address"), str) else None,
+        name=claims.get("name") if isinstance(claims.get("name"), str) else None,
         projects=frozenset(str(p) for p in projects),
+        claims=claims,
     )
+
+
+class TokenVerifier:
+    """Verifies access tokens for the whole process, and remembers the ones it verified.
+
+    * HS256 (or what ``PULSE_JWT_ALGORITHMS`` lists) with ``JWT_SECRET``; RS256/ES256 with the
+      keys of ``PULSE_JWKS_URL``, fetched at start, refreshed every
+      :data:`JWKS_REFRESH_SECONDS` and, at most every :data:`JWKS_MIN_REFETCH_SECONDS`, when a
+      token names a key id not seen yet (a rotation): that token is refused with 4001/401 and
+      the client's retry finds the new key.
+    * ``PULSE_JWT_AUDIENCE`` / ``PULSE_JWT_ISSUER`` are checked when set.
+    * A verified token is cached (by the whole token, never by its signature alone) until it
+      expires, so a reconnect storm of the same tokens costs one verification each.
+    """
+
+    CACHE_MAX = 50_000
+    JWKS_REFRESH_SECONDS = 300.0
+    JWKS_MIN_REFETCH_SECONDS = 30.0
+
+    def __init__(self, secret: str, config: Any = None) -> None:
+        self.secret = secret
+        self.algorithms = tuple(getattr(config, "algorithms", (ALGORITHM,)))
+        self.audience = getattr(config, "audience", None)
+        self.issuer = getattr(config, "issuer", None)
+        self.jwks_url = getattr(config, "jwks_url", None)
+        self._keys: dict[str, Any] = {}     # kid -> PyJWK
+        self._fetched = 0.0
+        self._refetch: asyncio.Task | None = None
+        self._cache: dict[str, Principal] = {}
+        self.hits = 0
+
+    def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("Missing access token")
+        cache = self._cache
+        principal = cache.get(token)
+        if principal is not None:
+            if principal.expires_at > time.time():
+                self.hits += 1
+                return principal
+            del cache[token]
+            raise Unauthorized("Token expired")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise Unauthorized("Invalid token") from None
+        algorithm = header.get("alg")
+        if algorithm not in self.algorithms:
+            raise Unauthorized("Invalid token: its algorithm is not accepted here")
+        if algorithm.startswith("HS"):
+            key: Any = self.secret
+        else:
+            jwk = self._keys.get(str(header.get("kid")))
+            if jwk is None:
+                self._schedule_refetch()
+                raise Unauthorized("Invalid token: unknown signing key (retry shortly)")
+            key = jwk.key
+        principal = _principal(_decode(token, key, [algorithm], self.audience, self.issuer))
+        if len(cache) >= self.CACHE_MAX:
+            for stale in list(cache)[: self.CACHE_MAX // 10]:  # the oldest tenth
+                del cache[stale]
+        cache[token] = principal
+        return principal
+
+    # -- JWKS --------------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Fetch the key set; keep the old keys if the fetch fails."""
+        import httpx
+
+        self._fetched = time.monotonic()
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.get(self.jwks_url)
+                response.raise_for_status()
+                keys = jwt.PyJWKSet.from_dict(response.json()).keys
+        except Exception as exc:  # network, JSON, or an unusable key set: keep what we have
+            log.warning("JWKS fetch from %s failed: %s", self.jwks_url, type(exc).__name__)
+            return
+        self._keys = {str(k.key_id): k for k in keys}
+        log.info("JWKS: %d signing keys from %s", len(self._keys), self.jwks_url)
+
+    async def refresh_forever(self, _engine: Any = None) -> None:
+        while True:
+            await asyncio.sleep(self.JWKS_REFRESH_SECONDS)
+            await self.refresh()
+
+    def _schedule_refetch(self) -> None:
+        if not self.jwks_url or (self._refetch is not None and not self._refetch.done()):
+            return
+        if time.monotonic() - self._fetched < self.JWKS_MIN_REFETCH_SECONDS:
+            return
+        try:
+            self._refetch = asyncio.get_running_loop().create_task(self.refresh())
+        except RuntimeError:  # no loop (a sync caller): the periodic refresh will do
+            pass
 
 
 def token_from_request(

@@ -12,6 +12,7 @@ import logging
 from typing import Awaitable, Callable
 
 from ..config import Settings
+from .auth import TokenVerifier
 from .broker import Broker, Publication
 from .broker_memory import MemoryBroker
 from .hub import Hub
@@ -29,6 +30,7 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.tokens = TokenVerifier(settings.jwt_secret, settings.auth)
         self.broker: Broker
         if settings.redis_url:
             from .broker_redis import RedisBroker
@@ -65,6 +67,9 @@ class Engine:
         return self.settings.redis_url is not None
 
     async def start(self) -> None:
+        if self.tokens.jwks_url:
+            await self.tokens.refresh()
+            self.background.append(self.tokens.refresh_forever)
         await self.broker.connect()
         await self.broker_connected()
         self.listener.start()

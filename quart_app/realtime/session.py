@@ -25,7 +25,7 @@ import time
 from typing import Any, Awaitable
 
 from . import namespaces as channels, protocol
-from .auth import Principal, verify_token
+from .auth import Principal
 from ..errors import Unauthorized
 from .hub import Connection, LimitExceeded
 from .outbox import Outbox
@@ -165,7 +165,7 @@ def principal_from_auth_frame(svc, raw: str | bytes) -> Principal:
     if not isinstance(frame, dict) or frame.get("action") != "auth":
         raise Unauthorized(AUTH_REQUIRED)
     token = frame.get("token")
-    return verify_token(svc.settings.jwt_secret, token if isinstance(token, str) else None)
+    return svc.tokens.verify(token if isinstance(token, str) else None)
 
 
 def open_session(svc, endpoint: Any, principal: Principal) -> Session | None:
@@ -281,8 +281,7 @@ def _handle_auth(session: Session, frame: dict) -> None:
     token = frame.get("token")
     outbox = session.conn.outbox
     try:
-        principal = verify_token(session.svc.settings.jwt_secret,
-                                 token if isinstance(token, str) else None)
+        principal = session.svc.tokens.verify(token if isinstance(token, str) else None)
     except Unauthorized as exc:
         outbox.push(protocol.error(f"Authentication failed: {exc.detail}"))
         return None
