@@ -93,12 +93,6 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
 
     @property
-    def outbox_capacity(self) -> int:
-        """Room for a whole history replay (and its ack) on top of PULSE_OUTBOX_MESSAGES live
-        ones: a client recovering everything history holds is not a slow consumer."""
-        return self.limits.outbox_messages + self.history.size + 1
-
-    @property
     def production(self) -> bool:
         return self.app_env is AppEnv.PRODUCTION
 

@@ -279,3 +279,15 @@ async def ws_client(address: str, token: str, **kwargs):
     async with websockets.connect(f"ws://{address}/ws?token={token}", max_size=2**22,
                                   **kwargs) as ws:
         yield WsClient(ws)
+
+
+def without_epoch(frame):
+    """A frame (or list of frames) without the opaque ``epoch`` of `subscribed` acks, checked to
+    be a well-formed epoch where present, so tests can compare the rest exactly."""
+    if isinstance(frame, list):
+        return [without_epoch(f) for f in frame]
+    if isinstance(frame, dict) and frame.get("type") == "subscribed" and "epoch" in frame:
+        epoch = frame["epoch"]
+        assert isinstance(epoch, str) and epoch and all(c.isalnum() or c == "." for c in epoch)
+        return {k: v for k, v in frame.items() if k != "epoch"}
+    return frame

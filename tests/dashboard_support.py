@@ -40,9 +40,37 @@ async def ingest(app, kind: str, user_id: int | None = None, now=None, **data):
     return await ingest_event(svc_of(app), body, now=now)
 
 
+# The users these tests publish for: their own offset spaces on user-targeted channels are read
+# along with each channel's (docs/protocol.md, "Offsets").
+TEST_USERS = tuple(range(1, 31))
+
+
+def _spaces(channel: str, user: int | None = None):
+    from quart_app.realtime import namespaces
+
+    if user is not None:
+        return [user]
+    return [None, *TEST_USERS] if namespaces.targets_user(channel) else [None]
+
+
 async def offsets(app, channels=WATCHED) -> dict[str, int]:
+    """Every watched offset: each channel's, and each test user's own on targeted channels."""
     broker = svc_of(app).broker
-    return {channel: await broker.latest_offset(channel) for channel in channels}
+    found = {}
+    for channel in channels:
+        for user in _spaces(channel):
+            key = channel if user is None else f"{channel}#{user}"
+            found[key] = (await broker.latest(channel, user=user))[0]
+    return found
+
+
+async def latest(app, channel: str, user: int | None = None) -> int:
+    """The last offset of ``channel``, or of ``user``'s own space on it when it is targeted."""
+    from quart_app.realtime import namespaces
+
+    if user is not None and not namespaces.targets_user(channel):
+        user = None
+    return (await svc_of(app).broker.latest(channel, user=user))[0]
 
 
 async def row_counts(app) -> dict[str, int]:
@@ -51,16 +79,28 @@ async def row_counts(app) -> dict[str, int]:
     return {table: await raw.fetch_val(f"SELECT COUNT(*) FROM {table}") for table in TABLES}
 
 
-async def history(app, channel: str) -> list[dict]:
-    result = await svc_of(app).broker.history(channel, 0)
-    return [p.data for p in result.publications]
+async def publications(app, channel: str, user: int | None = None) -> list:
+    """What history holds for ``channel``: its own space and, on a targeted channel, every test
+    user's (or only ``user``'s), in publishing order."""
+    from quart_app.realtime import namespaces
+
+    if user is not None and not namespaces.targets_user(channel):
+        user = None
+    found = []
+    for space in _spaces(channel, user):
+        found += (await svc_of(app).broker.history(channel, 0, user=space)).publications
+    return sorted(found, key=lambda p: p.published_at)
+
+
+async def history(app, channel: str, user: int | None = None) -> list[dict]:
+    return [p.data for p in await publications(app, channel, user)]
 
 
 async def of_type(app, channel: str, kind: str, after: int = 0) -> list[dict]:
-    """The publications of type ``kind`` on ``channel`` with an offset above ``after``."""
-    result = await svc_of(app).broker.history(channel, 0)
-    return [p.data for p in result.publications
-            if p.offset > after and p.data.get("type") == kind]
+    """The publications of type ``kind`` on ``channel`` published after offset ``after`` of
+    the channel's own space (every user's own space counts in full)."""
+    return [p.data for p in await publications(app, channel)
+            if (p.user is not None or p.offset > after) and p.data.get("type") == kind]
 
 
 async def eventually(probe, timeout: float = 5.0, interval: float = 0.05):

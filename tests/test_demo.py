@@ -75,15 +75,24 @@ async def test_demo_fills_the_dashboard_at_once_through_ingest(settings, token, 
                                             "worker_status", "best_diff"}),
                                 ("gamification", {"badge_earned", "xp_gained", "level_up",
                                                   "streak_update"})):
-            history = await svc.broker.history(channel, 0)
-            assert history.publications
-            assert {p.data["type"] for p in history.publications} <= routed
+            # Each miner's events are in that miner's own offset space (docs/protocol.md).
+            users = {body.get("user_id") for body in seen if body["type"] in routed} - {None}
+            assert users
+            for user in users:
+                history = await svc.broker.history(channel, 0, user=user)
+                assert history.complete
+                assert {p.data["type"] for p in history.publications} <= routed
 
         # Alive: the pool keeps moving every tick.
-        mark, count = await svc.broker.latest_offset("mining"), len(seen)
+        miners = {body.get("user_id") for body in seen if body["type"] == "share_submitted"}
+
+        async def mining_total() -> int:
+            return sum([(await svc.broker.latest("mining", user=u))[0] for u in miners - {None}])
+
+        mark, count = await mining_total(), len(seen)
 
         async def moved() -> bool:
-            return await svc.broker.latest_offset("mining") >= mark + 10 and len(seen) > count
+            return await mining_total() >= mark + 10 and len(seen) > count
 
         await eventually(moved, timeout=5.0)
     demo_tasks = [t for t in asyncio.all_tasks() if t.get_name() == "demo"]

@@ -400,7 +400,7 @@ async def test_sse_streams_are_served_directly_in_chunks(server, token):
     await svc.publish("mining", {"type": "block_found", "height": 7})
     for reader, _, _ in streams:
         record = await _chunk(reader)
-        assert record.startswith(b"id: mining:1\ndata: ") and b'"height":7' in record
+        assert record.startswith(b"id: mining:1/0\ndata: ") and b'"height":7' in record
     # A stream whose client leaves is forgotten.
     reader, writer, _ = streams.pop()
     writer.close()

@@ -8,6 +8,8 @@ from quart_app.realtime.hub import Connection, Hub, LimitExceeded
 from quart_app.realtime.metrics import Metrics
 from quart_app.realtime.outbox import Outbox
 
+from .conftest import without_epoch
+
 
 def who(user_id, projects=()):
     return Principal(user_id=user_id, expires_at=2e9, projects=frozenset(projects))
@@ -36,7 +38,7 @@ def frames(conn):
 async def test_subscribe_ack_and_broadcast_shares_one_encoding(hub):
     a, b = connect(hub, 1), connect(hub, 2)
     assert await hub.subscribe(a, "mining") and await hub.subscribe(b, "mining")
-    assert frames(a) == [{"type": "subscribed", "channel": "mining", "offset": 0,
+    assert frames(a) == [{"type": "subscribed", "channel": "mining", "offset": 0, "user_offset": 0,
                           "recovered": False}]
     frames(b)
     publication = await hub.broker.publish("mining", {"type": "share_submitted"})
@@ -99,7 +101,8 @@ async def test_recovery_replays_in_order_then_acks(hub):
     await hub.subscribe(conn, "mining", since=2)
     got = frames(conn)
     assert [f.get("offset") for f in got[:3]] == [3, 4, 5]
-    assert got[3] == {"type": "subscribed", "channel": "mining", "offset": 5, "recovered": True}
+    assert without_epoch(got[3]) == {"type": "subscribed", "channel": "mining", "offset": 5,
+                                     "recovered": True, "user_offset": 0}
 
 
 async def test_seam_race_no_gap_no_duplicate(hub):
@@ -110,8 +113,8 @@ async def test_seam_race_no_gap_no_duplicate(hub):
     conn = connect(hub)
     original = broker.history
 
-    async def slow_history(channel, since):
-        result = await original(channel, since)
+    async def slow_history(channel, since, **kwargs):
+        result = await original(channel, since, **kwargs)
         # two publications race the replay: one already in history (dup), one new
         hub.dispatch(result.publications[-1])
         hub.dispatch(await broker.publish("mining", {"type": "x"}))
@@ -132,17 +135,17 @@ async def test_expired_history_acks_not_recovered(hub):
         list(hub.broker._history.get("mining", []))[-2:])
     conn = connect(hub)
     await hub.subscribe(conn, "mining", since=1)
-    assert frames(conn) == [{"type": "subscribed", "channel": "mining", "offset": 6,
-                             "recovered": False}]
+    assert without_epoch(frames(conn)) == [{"type": "subscribed", "channel": "mining",
+                                            "offset": 6, "recovered": False, "user_offset": 0}]
 
 
 async def test_broker_failure_undoes_the_subscription(hub):
     conn = connect(hub)
 
-    async def broken(channel):
+    async def broken(channel, **kwargs):
         raise ConnectionError("down")
 
-    hub.broker.latest_offset = broken
+    hub.broker.latest = broken
     with pytest.raises(ConnectionError):
         await hub.subscribe(conn, "mining")
     assert conn.subs == {} and hub.get_stats()["channels"] == {}

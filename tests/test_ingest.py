@@ -10,7 +10,8 @@ from quart_app.errors import Unprocessable
 from quart_app.dashboard.events import ROUTES
 from quart_app.dashboard.ingest import IngestResult, ingest_event
 
-from .dashboard_support import (auth, eventually, history, ingest, of_type, offsets, post_event,
+from .dashboard_support import (auth, eventually, history, ingest, latest, of_type, offsets,
+                                post_event,
                                 row_counts, svc_of)
 
 # A minimal valid body of every type, with the channel the routing table sends it to.
@@ -45,14 +46,16 @@ def _body(kind: str) -> dict:
 async def test_every_type_is_routed_by_the_table(app, client):
     assert set(MINIMAL) == set(ROUTES)
     for kind, channel in ROUTES.items():
-        before = await svc_of(app).broker.latest_offset(channel)
+        user = MINIMAL[kind][0]
+        before = await latest(app, channel, user)     # the user's own space where targeted
         response = await post_event(client, _body(kind))
         assert response.status_code == 202, (kind, await response.get_json())
         answer = await response.get_json()
         assert answer["channel"] == channel and answer["offset"] == before + 1
         assert answer["published"][0] == {"channel": channel, "offset": before + 1}
         for ref in answer["published"]:
-            assert await svc_of(app).broker.latest_offset(ref["channel"]) >= ref["offset"]
+            assert max(await latest(app, ref["channel"]),
+                       await latest(app, ref["channel"], user)) >= ref["offset"]
 
 
 async def test_published_data_is_the_type_the_data_and_the_user(app, client):
@@ -167,7 +170,7 @@ async def test_the_python_api_validates_the_same_way(app):
     assert await offsets(app) == before_offsets and await row_counts(app) == before_rows
     result = await ingest_event(svc_of(app), _body("xp_gained"))
     assert isinstance(result, IngestResult) and result.channel == "gamification"
-    assert result.offset == await svc_of(app).broker.latest_offset("gamification")
+    assert result.offset == await latest(app, "gamification", MINIMAL["xp_gained"][0])
 
 
 @pytest.mark.parametrize("key", [None, "", "wrong-key"])
@@ -343,7 +346,7 @@ async def test_event_reminder_is_stored_and_targeted(app, client, token):
 async def test_user_id_inside_data_is_accepted_as_the_user(app):
     result = await ingest_event(svc_of(app), {"type": "share_submitted",
                                               "data": {"user_id": 12, "shares": 1}})
-    assert (await history(app, "mining"))[result.offset - 1]["user_id"] == 12
+    assert (await history(app, "mining", 12))[result.offset - 1]["user_id"] == 12
 
 
 async def test_concurrent_producers_leave_consistent_ranks(app, client, token):

@@ -39,7 +39,7 @@ async def test_a_repeat_gets_the_first_answer_and_changes_nothing(app, client):
     # Another key is another event; no key at all still works as before.
     assert (await post(client, BADGE, "evt-2")).status_code == 202
     assert (await post_event(client, BADGE)).status_code == 202
-    assert (await offsets(app))["gamification"] == before_offsets["gamification"] + 2
+    assert (await offsets(app))["gamification#1"] == before_offsets["gamification#1"] + 2
 
 
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256, "naïve", "tab\there"])
@@ -88,12 +88,12 @@ async def test_a_retry_after_a_503_finishes_the_publishing_once(app, client, mon
     row = await key_row(app, "evt-1")
     assert row["state"] == "failed" and row["answer"] is None
     rows_after_commit = await row_counts(app)
-    assert (await offsets(app))["gamification"] == before["gamification"] + 1
+    assert (await offsets(app))["gamification#1"] == before["gamification#1"] + 1
 
     retried = await post(client, BADGE, "evt-1")
     assert retried.status_code == 202, await retried.get_json()
     answer = await retried.get_json()
-    assert answer["channel"] == "gamification" and answer["offset"] == before["gamification"] + 1
+    assert answer["channel"] == "gamification" and answer["offset"] == before["gamification#1"] + 1
     assert await row_counts(app) == rows_after_commit             # nothing stored twice
     # Each planned publication is on its channel once (stats_update pushes are not planned).
     refs = [(r["channel"], r["offset"]) for r in answer["published"]]
@@ -145,7 +145,7 @@ async def test_two_requests_with_one_key_at_once_store_the_event_once(app, clien
     first, second = await asyncio.gather(post(client, BADGE, "evt-1"), post(client, BADGE, "evt-1"))
     statuses = sorted([first.status_code, second.status_code])
     assert statuses in ([202, 202], [202, 409]), statuses
-    assert (await offsets(app))["gamification"] == before["gamification"] + 1
+    assert (await offsets(app))["gamification#1"] == before["gamification#1"] + 1
     after_rows = await row_counts(app)
     assert after_rows["user_badges"] == before_rows["user_badges"] + 1
     assert after_rows["activity_feed"] == before_rows["activity_feed"] + 1

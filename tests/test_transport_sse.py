@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from .conftest import make_settings, serve_app
+from .conftest import make_settings, serve_app, without_epoch
 
 
 class SseReader:
@@ -64,8 +64,8 @@ async def test_stream_headers_ack_and_publications(live_server, token):
             one, two = await reader.data(), await reader.data()
             assert one["data"] == {"channel": "mining", "offset": 1,
                                    "data": {"type": "share_submitted", "i": 1}}
-            assert one["id"] == "mining:1,competition:0"
-            assert two["id"] == "mining:1,competition:1"
+            assert one["id"] == "mining:1/0,competition:0"  # mining: the user's own space too
+            assert two["id"] == "mining:1/0,competition:1"
         for _ in range(100):
             if svc.hub.connection_count == 0:
                 break
@@ -110,10 +110,11 @@ async def test_last_event_id_resumes_exactly(live_server, token):
             reader = SseReader(resp)
             replay = [await reader.data() for _ in range(5)]
             assert [e["data"]["data"]["i"] for e in replay] == [1, 2, 3, 4, 5]
-            assert [e["id"] for e in replay] == [f"mining:{n}" for n in range(2, 7)]
+            # mining is user-targeted: the cursor holds the user's own offset (0) as well
+            assert [e["id"] for e in replay] == [f"mining:{n}/0" for n in range(2, 7)]
             ack = (await reader.data())["data"]
-            assert ack == {"type": "subscribed", "channel": "mining", "offset": 6,
-                           "recovered": True}
+            assert without_epoch(ack) == {"type": "subscribed", "channel": "mining", "offset": 6,
+                                          "recovered": True, "user_offset": 0}
 
 
 async def test_heartbeat_comment(tmp_path, token):
@@ -135,6 +136,7 @@ async def test_cursor_never_runs_ahead_during_a_two_channel_replay(live_server, 
     for i in range(3):
         await svc.publish("activity:feed", {"type": "feed_item", "i": i})
         await svc.publish("mining", {"type": "share_submitted", "i": i})
+    epochs = {ch: (await svc.broker.latest(ch))[1] for ch in ("activity:feed", "mining")}
     async with httpx.AsyncClient(timeout=5) as http:
         async with http.stream("GET", sse_url(address, "activity:feed,mining", token(1)),
                                headers={"Last-Event-ID": "activity:feed:0,mining:0"}) as resp:
@@ -145,10 +147,13 @@ async def test_cursor_never_runs_ahead_during_a_two_channel_replay(live_server, 
                 if "id" in event:
                     ids.append(event["id"])
     # Publications and acks alike: the ack's id repeats the position its replay reached.
+    ids = [i.replace(f"@{epochs['activity:feed']}", "").replace(f"@{epochs['mining']}", "")
+           for i in ids]
     assert ids == ["activity:feed:1,mining:0", "activity:feed:2,mining:0",
                    "activity:feed:3,mining:0", "activity:feed:3,mining:0",
                    "activity:feed:3,mining:1", "activity:feed:3,mining:2",
-                   "activity:feed:3,mining:3", "activity:feed:3,mining:3"]
+                   # the ack adds the user's own space of mining (the cursor had none)
+                   "activity:feed:3,mining:3", "activity:feed:3,mining:3/0"]
 
 
 async def test_a_stream_dropped_before_any_publication_resumes_from_its_ack(live_server, token):
@@ -161,14 +166,15 @@ async def test_a_stream_dropped_before_any_publication_resumes_from_its_ack(live
         async with http.stream("GET", sse_url(address, "mining", token(1))) as resp:
             reader = SseReader(resp)
             ack = await reader.data()
-            assert ack["data"]["type"] == "subscribed" and ack["id"] == "mining:1"
+            epoch = ack["data"]["epoch"]
+            assert ack["data"]["type"] == "subscribed" and ack["id"] == f"mining:1/0@{epoch}"
         # Dropped. Published while the browser waits for `retry:`:
         await svc.publish("mining", {"type": "share_submitted", "i": 1})
         async with http.stream("GET", sse_url(address, "mining", token(1)),
                                headers={"Last-Event-ID": ack["id"]}) as resp:
             reader = SseReader(resp)
             missed = await reader.data()
-            assert missed["data"]["data"]["i"] == 1 and missed["id"] == "mining:2"
+            assert missed["data"]["data"]["i"] == 1 and missed["id"] == f"mining:2/0@{epoch}"
             ack = await reader.data()
             assert ack["data"]["type"] == "subscribed" and ack["data"]["recovered"] is True
 

@@ -35,7 +35,8 @@ async def test_subscribe_unsubscribe_and_errors_keep_the_session(live_server, to
     address, _ = live_server
     async with ws_client(address, token(1)) as ws:
         assert await ws.subscribe("mining") == {
-            "type": "subscribed", "channel": "mining", "offset": 0, "recovered": False}
+            "type": "subscribed", "channel": "mining", "offset": 0, "recovered": False,
+            "user_offset": 0}
         await ws.send({"action": "unsubscribe", "channel": "mining"})
         assert await ws.recv() == {"type": "unsubscribed", "channel": "mining"}
         cases = [
@@ -87,11 +88,13 @@ async def test_publication_shape_and_user_targeting(live_server, token):
         await svc.publish("gamification", {"type": "badge_earned", "user_id": 2, "badge": "b"})
         await svc.publish("gamification", {"type": "level_up", "level": 3})
         got_two = [await two.recv(), await two.recv()]
-        assert got_two[0] == {"channel": "gamification", "offset": 1,
+        # User 2's badge is in user 2's own offset space; the level_up in the channel's. So
+        # neither user sees a hole (docs/protocol.md, "Offsets").
+        assert got_two[0] == {"channel": "gamification", "offset": 1, "user_offset": 1,
                               "data": {"type": "badge_earned", "user_id": 2, "badge": "b"}}
-        assert got_two[1]["data"]["type"] == "level_up"
+        assert got_two[1]["data"]["type"] == "level_up" and "user_offset" not in got_two[1]
         only = await one.recv()
-        assert only["data"] == {"type": "level_up", "level": 3} and only["offset"] == 2
+        assert only["data"] == {"type": "level_up", "level": 3} and only["offset"] == 1
         assert await one.nothing(0.2)
 
 

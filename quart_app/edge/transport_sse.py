@@ -26,7 +26,7 @@ from ..realtime.auth import Principal
 from ..errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
 from ..realtime.hub import Connection, LimitExceeded
 from ..realtime.outbox import Outbox
-from ..realtime.protocol import parse_offset
+from ..realtime.protocol import parse_offset, valid_epoch
 from ..realtime.session import send_snapshot
 from ..web import current_principal, services
 
@@ -67,22 +67,56 @@ class _Expired(_Comment):
 TOKEN_EXPIRED = _Expired()
 
 
-def parse_cursor(value: str | None) -> dict[str, int]:
-    """``"dashboard:12,mining:40"`` -> ``{"dashboard": 12, "mining": 40}``; BadRequest if malformed."""
-    cursor: dict[str, int] = {}
+class Position:
+    """Where a stream stands on one channel: the channel's offset, the caller's own offset on a
+    user-targeted channel, and the epoch they belong to."""
+
+    __slots__ = ("offset", "user_offset", "epoch")
+
+    def __init__(self, offset: int, user_offset: int | None = None, epoch: str | None = None):
+        self.offset = offset
+        self.user_offset = user_offset
+        self.epoch = epoch
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Position) and (self.offset, self.user_offset, self.epoch) == (
+            other.offset, other.user_offset, other.epoch)
+
+    def __repr__(self) -> str:
+        return format_cursor({"_": self}).decode()[2:]
+
+
+def parse_cursor(value: str | None) -> dict[str, Position]:
+    """``"dashboard:12/3@E1.E2,mining:40"`` (``<channel>:<offset>[/<user_offset>][@<epoch>]``
+    per channel) -> positions; BadRequest if malformed."""
+    cursor: dict[str, Position] = {}
     if not value:
         return cursor
+    if len(value) > 8192:
+        raise BadRequest("Malformed Last-Event-ID: too long")
     for part in value.split(","):
-        channel, sep, raw = part.strip().rpartition(":")
-        offset = parse_offset(raw) if sep and channel else None
-        if offset is None:
+        channel, sep, rest = part.strip().rpartition(":")
+        spot, _, epoch = rest.partition("@")
+        raw_offset, slash, raw_user = spot.partition("/")
+        offset = parse_offset(raw_offset) if sep and channel else None
+        user_offset = parse_offset(raw_user) if slash else None
+        if offset is None or (slash and user_offset is None) or (
+                epoch and not valid_epoch(epoch)):
             raise BadRequest(f"Malformed Last-Event-ID: {value[:100]!r}")
-        cursor[channel] = offset
+        cursor[channel] = Position(offset, user_offset, epoch or None)
     return cursor
 
 
-def format_cursor(cursor: dict[str, int]) -> bytes:
-    return ",".join(f"{ch}:{off}" for ch, off in cursor.items()).encode()
+def format_cursor(cursor: dict[str, Position]) -> bytes:
+    parts = []
+    for channel, at in cursor.items():
+        text = f"{channel}:{at.offset}"
+        if at.user_offset is not None:
+            text += f"/{at.user_offset}"
+        if at.epoch:
+            text += f"@{at.epoch}"
+        parts.append(text)
+    return ",".join(parts).encode()
 
 
 def requested_channels(raw: str) -> list[str]:
@@ -100,7 +134,7 @@ class Stream:
 
     __slots__ = ("svc", "conn", "outbox", "positions", "last_write", "on_end", "ended", "expiry")
 
-    def __init__(self, svc, conn: Connection, positions: dict[str, int]) -> None:
+    def __init__(self, svc, conn: Connection, positions: dict[str, Position]) -> None:
         self.svc = svc
         self.conn = conn
         self.outbox = conn.outbox
@@ -137,10 +171,16 @@ class Stream:
         for item in items:
             ack = item.ack
             if ack is not None:
-                positions[ack[0]] = ack[1]
+                positions[ack[0]] = Position(ack[1], ack[2], ack[3] or None)
                 chunks.append(b"id: " + format_cursor(positions) + b"\n")
             elif item.offset is not None:
-                positions[item.channel] = item.offset
+                at = positions.get(item.channel)
+                if at is None:
+                    at = positions[item.channel] = Position(0)
+                if item.user is not None:
+                    at.user_offset = item.offset
+                else:
+                    at.offset = item.offset
                 chunks.append(b"id: " + format_cursor(positions) + b"\n")
             chunks.append(item.sse_data())
         self.last_write = time.monotonic()
@@ -189,7 +229,7 @@ async def open_stream(svc, principal: Principal, channel_list: str,
         if stream is not None and stream.on_end is not None:
             asyncio.get_running_loop().call_soon(stream.on_end)
 
-    outbox = Outbox(svc.settings.outbox_capacity, on_overflow, svc.metrics)
+    outbox = Outbox(svc.settings.limits.outbox_messages, on_overflow, svc.metrics)
     conn = Connection(principal, outbox, "sse")
     try:
         svc.hub.connect(conn)
@@ -197,7 +237,11 @@ async def open_stream(svc, principal: Principal, channel_list: str,
         raise TooManyRequests(str(exc)) from None
     try:
         for name in names:
-            await svc.hub.subscribe(conn, name, cursor.get(name))
+            at = cursor.get(name)
+            if at is None:
+                await svc.hub.subscribe(conn, name)
+            else:
+                await svc.hub.subscribe(conn, name, at.offset, at.user_offset, at.epoch)
     except Exception as exc:
         svc.hub.disconnect(conn)
         log.warning("sse subscribe failed: %s", type(exc).__name__)

@@ -2,13 +2,20 @@
 
 Keys (``prefix`` defaults to ``pulse:``, tests use a unique one each):
 
-* ``{prefix}offset:{channel}``  – the channel's last offset (INCR; never expires).
-* ``{prefix}history:{channel}`` – a stream of ``o`` (offset) / ``f`` (frame), trimmed to the
+* ``{prefix}offset:{stream}``  – the stream's last offset (INCR; never expires for a channel).
+* ``{prefix}epoch:{stream}``   – the stream's epoch, set whenever its offsets start from 1 (after
+  Redis lost its data, say): a resume with another epoch is not recovered (docs/protocol.md).
+* ``{prefix}history:{stream}`` – a stream of ``o`` (offset) / ``f`` (frame), trimmed to the
   newest ``size`` entries and, by stream id (milliseconds), to ``ttl``.
+* ``{prefix}pubid:{channel}:{id}`` – an idempotent publication's offset and body hash.
 * ``{prefix}ch:{channel}``      – the pub/sub channel; the message is ``<unix ts>\\n<frame>``.
 
-The Lua script increments, appends, trims and publishes in one step, so every process's listener
-sees a channel's publications in offset order and history never disagrees with what was pushed.
+A *stream* is a channel, or ``channel#user`` for one user's own offset space on a user-targeted
+channel (its offset and epoch keys expire after a quiet day; its offsets then restart under a
+new epoch). The Lua script checks the publication id, increments, appends, trims and publishes
+in one step, so every process's listener sees a stream's publications in offset order, history
+never disagrees with what was pushed, and a publish retried by the client library after a
+timeout (its first attempt may have run) is not given a second offset.
 
 Upstream subscriptions are reference-counted by the hub: the first local subscriber of a channel
 SUBSCRIBEs and waits for Redis to confirm (so a history read that follows cannot miss a message),
@@ -31,33 +38,69 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .broker import RESYNC, History, Publication, _Resync, encode_json
+from .broker import (RESYNC, History, Publication, _Resync, encode_json, history_result,
+                     publication_frame, stream_name)
 from .namespaces import SEED_REDIS_CHANNELS
 
 log = logging.getLogger("pulse.broker")
 
+# KEYS: offset, history, epoch, publication id (or any key when ARGV[7] is '0').
+# ARGV: pub/sub channel, channel JSON, data JSON, history size, history TTL ms, now (unix
+#       seconds), id TTL ms ('0': no id), body hash, '1' for a user's own space, its keys' TTL ms.
+# Returns {offset, epoch, duplicate (0/1), stored body hash}.
 PUBLISH_LUA = """
+if ARGV[7] ~= '0' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then
+    local sep = string.find(seen, ':', 1, true)
+    return {tonumber(string.sub(seen, 1, sep - 1)), redis.call('GET', KEYS[3]) or '', 1,
+            string.sub(seen, sep + 1)}
+  end
+end
 local offset = redis.call('INCR', KEYS[1])
-local frame = '{"channel":' .. ARGV[2] .. ',"data":' .. ARGV[3] .. ',"offset":' .. offset .. '}'
+local epoch = redis.call('GET', KEYS[3])
+if offset == 1 or not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[3], epoch)
+end
+local frame = '{"channel":' .. ARGV[2] .. ',"data":' .. ARGV[3] .. ',"offset":' .. offset
+if ARGV[9] == '1' then
+  frame = frame .. ',"user_offset":' .. offset .. '}'
+  redis.call('PEXPIRE', KEYS[1], ARGV[10])
+  redis.call('PEXPIRE', KEYS[3], ARGV[10])
+else
+  frame = frame .. '}'
+end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], '*', 'o', offset, 'f', frame)
 redis.call('XTRIM', KEYS[2], 'MINID', tostring(now_ms - tonumber(ARGV[5])))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PUBLISH', ARGV[1], ARGV[6] .. '\\n' .. frame)
-return offset
+if ARGV[7] ~= '0' then
+  redis.call('SET', KEYS[4], offset .. ':' .. ARGV[8], 'PX', ARGV[7])
+end
+return {offset, epoch, 0, ''}
 """
 
 # Read the latest offset and the entries after `since` in one atomic step: with two round trips
 # a publication in between would push the newest-N window past `since` and fail recovery.
 HISTORY_LUA = """
 local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
+local epoch = redis.call('GET', KEYS[3]) or ''
 local wanted = latest - tonumber(ARGV[1])
 if wanted <= 0 or wanted > tonumber(ARGV[2]) then
-  return {latest, {}}
+  return {latest, {}, epoch}
 end
-return {latest, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', wanted)}
+return {latest, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', wanted), epoch}
 """
+
+LATEST_LUA = """
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('GET', KEYS[2]) or ''}
+"""
+
+USER_STREAM_TTL_MS = 24 * 3600 * 1000  # a user's own offsets restart (new epoch) after a quiet day
 
 RECONNECT_MIN_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
@@ -102,6 +145,7 @@ class RedisBroker:
             single_connection_client=False)
         self._script = self._redis.register_script(PUBLISH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
+        self._latest_script = self._redis.register_script(LATEST_LUA)
 
     async def close(self) -> None:
         self._closed = True
@@ -129,39 +173,59 @@ class RedisBroker:
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.prefix}{kind}:{channel}"
 
-    async def publish(self, channel: str, data: dict) -> Publication:
+    async def publish(self, channel: str, data: dict, *, user: int | None = None,
+                      publication_id: str | None = None, body_hash: str = "",
+                      id_ttl_seconds: float = 600.0) -> Publication:
         data_json = encode_json(data)
+        stream = stream_name(channel, user)
         now = time.time()
-        offset = await self._script(
-            keys=[self._key("offset", channel), self._key("history", channel)],
+        id_key = self._key("pubid", f"{channel}:{publication_id}") if publication_id else \
+            self._key("pubid", "-")
+        offset, epoch, duplicate, stored_hash = await self._script(
+            keys=[self._key("offset", stream), self._key("history", stream),
+                  self._key("epoch", stream), id_key],
             args=[self._key("ch", channel), encode_json(channel), data_json, self._size,
-                  self._ttl_ms, repr(now)],
+                  self._ttl_ms, repr(now),
+                  int(id_ttl_seconds * 1000) if publication_id else 0, body_hash,
+                  1 if user is not None else 0, USER_STREAM_TTL_MS],
         )
-        frame = b'{"channel":%s,"data":%s,"offset":%d}' % (
-            encode_json(channel).encode(), data_json.encode(), offset)
-        return Publication(channel, data, int(offset), frame, now)
+        publication = Publication(channel, data, int(offset),
+                                  publication_frame(channel, data_json, int(offset),
+                                                    user is not None), now, user)
+        if duplicate:
+            publication.duplicate = True
+            publication.stored_hash = stored_hash.decode() if isinstance(stored_hash, bytes) \
+                else str(stored_hash)
+        return publication
+
+    async def latest(self, channel: str, *, user: int | None = None) -> tuple[int, str]:
+        stream = stream_name(channel, user)
+        offset, epoch = await self._latest_script(
+            keys=[self._key("offset", stream), self._key("epoch", stream)])
+        return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch)
 
     async def latest_offset(self, channel: str) -> int:
-        value = await self.redis.get(self._key("offset", channel))
-        return int(value or 0)
+        return (await self.latest(channel))[0]
 
-    async def history(self, channel: str, since: int) -> History:
-        latest, entries = await self._history_script(
-            keys=[self._key("offset", channel), self._key("history", channel)],
+    async def history(self, channel: str, since: int, *, user: int | None = None,
+                      epoch: str | None = None) -> History:
+        stream = stream_name(channel, user)
+        latest, entries, current = await self._history_script(
+            keys=[self._key("offset", stream), self._key("history", stream),
+                  self._key("epoch", stream)],
             args=[since, self._size])
         latest = int(latest)
-        if since > latest:
-            return History([], latest, False)
-        if since == latest:
-            return History([], latest, True)
+        current = current.decode() if isinstance(current, bytes) else str(current)
         publications = []
-        for _id, fields in reversed(entries):
+        for entry_id, fields in reversed(entries):
             fields = dict(zip(fields[::2], fields[1::2]))
             frame = fields[b"f"]
-            publications.append(
-                Publication(channel, json.loads(frame)["data"], int(fields[b"o"]), frame))
-        complete = bool(publications) and publications[0].offset == since + 1
-        return History(publications if complete else [], latest, complete)
+            # The stream id's first part is the publishing time in ms: replays that merge a
+            # channel's space and a user's keep the order they went out in.
+            published_at = int(entry_id.split(b"-", 1)[0]) / 1000.0
+            publications.append(Publication(channel, json.loads(frame)["data"], int(fields[b"o"]),
+                                            frame, published_at, user))
+        return history_result(publications, latest, since, current, epoch)
 
     # -- the listener's stream ----------------------------------------------------------
     async def subscribe_upstream(self, channel: str) -> None:
@@ -259,7 +323,11 @@ class RedisBroker:
         try:
             stamp, _, frame = raw.partition(b"\n")
             body = json.loads(frame)
-            return Publication(body["channel"], body["data"], body["offset"], frame, float(stamp))
+            publication = Publication(body["channel"], body["data"], body["offset"], frame,
+                                      float(stamp))
+            if "user_offset" in body:
+                publication.user = publication.user_id
+            return publication
         except (ValueError, KeyError, TypeError):
             log.warning("skipping a malformed publication on the pulse channel")
             return None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Awaitable, Callable
 
 from ..config import Settings
 from .auth import TokenVerifier
-from .broker import Broker, Publication
+from . import namespaces
+from .broker import Broker, Publication, user_of
 from .broker_memory import MemoryBroker
 from .hub import Hub
 from .listener import Listener
@@ -21,6 +23,11 @@ from .metrics import Metrics
 from .outbox import Flusher
 
 log = logging.getLogger("pulse")
+
+# How long a publication id is remembered: long enough to cover the Redis client's retries of
+# one call (auto ids), or a producer's retries of one request (ids it chose).
+AUTO_ID_TTL_SECONDS = 30.0
+KEY_ID_TTL_SECONDS = 24 * 3600.0
 
 StatsProvider = Callable[[int], Awaitable[dict]]
 Probe = Callable[[], Awaitable[None]]
@@ -100,6 +107,18 @@ class Engine:
         await self.listener.stop()
         await self.broker.close()
 
-    async def publish(self, channel: str, data: dict) -> Publication:
-        """Publish through the broker: next offset, history, every process (docs/protocol.md)."""
-        return await self.broker.publish(channel, data)
+    async def publish(self, channel: str, data: dict, *, publication_id: str | None = None,
+                      body_hash: str = "", id_ttl_seconds: float | None = None) -> Publication:
+        """Publish through the broker: next offset, history, every process (docs/protocol.md).
+
+        On a user-targeted channel, data with a ``user_id`` goes to that user's own offset
+        space. Every publish carries an id, so a broker call retried after a timeout cannot
+        give one publication two offsets; a caller's own id (an ``Idempotency-Key``) is kept
+        longer and makes the whole publish idempotent (``duplicate`` on the result)."""
+        user = user_of(data) if namespaces.targets_user(channel) else None
+        if publication_id is None:
+            publication_id, ttl = uuid.uuid4().hex, AUTO_ID_TTL_SECONDS
+        else:
+            ttl = id_ttl_seconds or KEY_ID_TTL_SECONDS
+        return await self.broker.publish(channel, data, user=user, publication_id=publication_id,
+                                         body_hash=body_hash, id_ttl_seconds=ttl)

@@ -16,20 +16,28 @@ import itertools
 import time
 from typing import Any, Callable
 
-from . import protocol
+from . import namespaces, protocol
 from .auth import Principal
-from .broker import Broker, Publication
+from .broker import Broker, Publication, stream_name
 from .namespaces import USER_TARGETED_CHANNELS
 from .outbox import Outbox
 
 _ids = itertools.count(1)
 
 
+def _published_at(publication: Any) -> float:
+    return publication.published_at
+
+
 class Subscription:
-    __slots__ = ("last", "pending")
+    """``last``: the channel's offset delivered last; ``user_last``: the same in the caller's own
+    space on a user-targeted channel (None elsewhere)."""
+
+    __slots__ = ("last", "user_last", "pending")
 
     def __init__(self) -> None:
         self.last = 0
+        self.user_last: int | None = None
         self.pending: list | None = []   # buffering until the subscribe completes
 
 
@@ -143,9 +151,12 @@ class Hub:
         else:
             await asyncio.shield(ready)
 
-    async def subscribe(self, conn: Connection, channel: str, since: int | None = None) -> bool:
+    async def subscribe(self, conn: Connection, channel: str, since: int | None = None,
+                        user_since: int | None = None, epoch: str | None = None) -> bool:
         """Subscribe and queue (replay, ack, buffered live) on the outbox; False if refused.
 
+        On a user-targeted channel the caller's own offset space is read too (``user_since``
+        resumes it); ``recovered`` is true only if every space asked to resume was recovered.
         Errors from the broker propagate after the half-made subscription is undone.
         """
         if channel in conn.subs:
@@ -157,14 +168,32 @@ class Hub:
             return False
         sub = conn.subs[channel] = Subscription()
         self._channels.setdefault(channel, set()).add(conn)
+        targeted = namespaces.targets_user(channel)
+        shared_epoch, user_epoch = protocol.split_epoch(epoch)
+        user = conn.user_id
         try:
             await self._ensure_upstream(channel)
+            replay: list = []
+            recovered = since is not None or user_since is not None
             if since is None:
-                latest = await self.broker.latest_offset(channel)
-                replay, recovered = [], False
+                latest, current = await self.broker.latest(channel)
             else:
-                history = await self.broker.history(channel, since)
-                latest, replay, recovered = history.latest, history.publications, history.complete
+                history = await self.broker.history(channel, since, epoch=shared_epoch)
+                latest, current = history.latest, history.epoch
+                replay += history.publications
+                recovered = recovered and history.complete
+            user_latest = user_current = None
+            if targeted:
+                if user_since is None:
+                    user_latest, user_current = await self.broker.latest(channel, user=user)
+                else:
+                    mine = await self.broker.history(channel, user_since, user=user,
+                                                     epoch=user_epoch)
+                    user_latest, user_current = mine.latest, mine.epoch
+                    replay += mine.publications
+                    recovered = recovered and mine.complete
+                if replay and since is not None and user_since is not None:
+                    replay.sort(key=_published_at)  # the two spaces, in the order they went out
         except BaseException:
             if conn.subs.get(channel) is sub:
                 del conn.subs[channel]
@@ -173,14 +202,17 @@ class Hub:
         if conn.subs.get(channel) is not sub:  # unsubscribed or disconnected meanwhile
             return False
         self.last_offset.setdefault(channel, latest)
+        if user_latest is not None:
+            self.last_offset.setdefault(stream_name(channel, user), user_latest)
         outbox = conn.outbox
-        targeted = channel in USER_TARGETED_CHANNELS
-        for publication in replay:
-            if targeted and publication.user_id not in (None, conn.user_id):
-                continue
-            outbox.push(publication)
+        if targeted:  # another user's, published in the shared space
+            replay = [p for p in replay
+                      if p.user is not None or p.user_id in (None, user)]
         sub.last = latest
-        outbox.push(protocol.subscribed(channel, latest, recovered))
+        sub.user_last = user_latest
+        outbox.push_replay([*replay, protocol.subscribed(
+            channel, latest, recovered, protocol.join_epoch(current, user_current),
+            user_latest)])
         pending, sub.pending = sub.pending, None
         for publication in pending or ():
             self._deliver(sub, outbox, publication)
@@ -192,12 +224,17 @@ class Hub:
         conn.outbox.push(protocol.unsubscribed(channel))
 
     def idle_upstream(self) -> list[str]:
-        """Forget upstream channels nobody here subscribes to; return them (to unsubscribe)."""
+        """Forget upstream channels nobody here subscribes to; return them (to unsubscribe).
+        Users' own spaces nobody here follows any more are forgotten too."""
         idle = [ch for ch, ready in self._upstream.items()
                 if ch not in self._channels and ready.done()]
         for channel in idle:
             del self._upstream[channel]
             self.last_offset.pop(channel, None)
+        for stream in [s for s in self.last_offset if "#" in s]:
+            channel, _, user = stream.rpartition("#")
+            if not any(channel in c.subs for c in self._users.get(int(user), ())):
+                del self.last_offset[stream]
         return idle
 
     def wants_upstream(self, channel: str) -> bool:
@@ -211,22 +248,37 @@ class Hub:
     def _deliver(sub: Subscription, outbox: Outbox, publication: Any) -> bool:
         offset = publication.offset
         if offset is not None:
-            if offset <= sub.last:
-                return False
-            sub.last = offset
+            if publication.user is not None:
+                if sub.user_last is None or offset <= sub.user_last:
+                    return False
+                sub.user_last = offset
+            else:
+                if offset <= sub.last:
+                    return False
+                sub.last = offset
         return outbox.push(publication)
+
+    def stream_of(self, publication: Publication) -> str:
+        return stream_name(publication.channel, publication.user)
 
     def dispatch(self, publication: Publication) -> int:
         """Hand ``publication`` to every recipient's outbox; return how many got it."""
         channel = publication.channel
         members = self._channels.get(channel)
         offset = publication.offset
+        user = publication.user
         if offset is not None and channel in self._upstream:
-            if offset > self.last_offset.get(channel, 0):
-                self.last_offset[channel] = offset
+            stream = channel if user is None else stream_name(channel, user)
+            last = self.last_offset.get(stream)
+            if (last is not None or user is None) and offset > (last or 0):
+                self.last_offset[stream] = offset
         if not members:
             return 0
-        if channel in USER_TARGETED_CHANNELS:
+        if user is not None:
+            members = [c for c in self._users.get(user, ()) if channel in c.subs]
+        elif channel in USER_TARGETED_CHANNELS:
+            # In the shared space but for one user (a raw seed PUBLISH, or a publish that did
+            # not go through Engine.publish): still only to that user.
             user_id = publication.user_id
             if user_id is not None:
                 members = [c for c in self._users.get(user_id, ()) if channel in c.subs]
@@ -259,15 +311,21 @@ class Hub:
     async def resync(self) -> int:
         """Fetch what every upstream channel missed and dispatch it; recover who can't be."""
         replayed = 0
-        for channel in self.upstream_channels():
-            since = self.last_offset.get(channel, 0)
-            history = await self.broker.history(channel, since)
+        upstream = set(self.upstream_channels())
+        streams = [(ch, None) for ch in upstream] + [
+            (s.rpartition("#")[0], int(s.rpartition("#")[2])) for s in list(self.last_offset)
+            if "#" in s and s.rpartition("#")[0] in upstream]
+        for channel, user in streams:
+            stream = stream_name(channel, user)
+            since = self.last_offset.get(stream, 0)
+            history = await self.broker.history(channel, since, user=user)
             if history.complete:
                 for publication in history.publications:
                     self.dispatch(publication)
                     replayed += 1
             else:
                 for conn in list(self._channels.get(channel, ())):
-                    self.on_recover(conn)
-                self.last_offset[channel] = history.latest
+                    if user is None or conn.user_id == user:
+                        self.on_recover(conn)
+                self.last_offset[stream] = history.latest
         return replayed

@@ -60,9 +60,9 @@ class Listener:
                         continue
                     offset = item.offset
                     if offset is not None:
-                        last = hub.last_offset.get(item.channel)
+                        last = hub.last_offset.get(hub.stream_of(item))
                         if last is not None and offset > last + 1:
-                            await self._fill(item.channel, last, offset)
+                            await self._fill(item.channel, last, offset, item.user)
                     hub.dispatch(item)
                 return
             except asyncio.CancelledError:
@@ -82,15 +82,16 @@ class Listener:
                 if conn.subs:
                     self.hub.on_recover(conn)
 
-    async def _fill(self, channel: str, last: int, offset: int) -> None:
+    async def _fill(self, channel: str, last: int, offset: int, user: int | None = None) -> None:
         try:
-            history = await self.broker.history(channel, last)
+            history = await self.broker.history(channel, last, user=user)
         except Exception as exc:
             log.warning("gap fill on %s failed: %s", channel, type(exc).__name__)
             history = None
         if history is None or not history.complete:
             for conn in list(self.hub.subscribers(channel)):
-                self.hub.on_recover(conn)
+                if user is None or conn.user_id == user:
+                    self.hub.on_recover(conn)
             return
         for publication in history.publications:
             if publication.offset < offset:  # type: ignore[operator]

@@ -77,6 +77,21 @@ class Outbox:
             self._waiter.set_result(None)
         return True
 
+    def push_replay(self, items: list) -> bool:
+        """Queue a subscribe's replay (history the client asked for) and its ack. They may
+        take the outbox past its limit: a client recovering everything history holds is not
+        a slow consumer. The limit applies again from the next live publication on."""
+        if self.closed:
+            return False
+        was_empty = not self._items
+        self._items.extend(items)
+        if self._direct is not None:
+            if was_empty and self._items:
+                self._flusher.mark(self)  # type: ignore[union-attr]
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return True
+
     def _compact(self) -> bool:
         seen: set = set()
         kept: list = []

@@ -10,6 +10,7 @@ Close codes by range:
 """
 from __future__ import annotations
 
+import json
 from enum import IntEnum
 from typing import Any
 
@@ -39,9 +40,13 @@ class ControlFrame:
     data: dict = {}
 
     def __init__(self, body: dict[str, Any]) -> None:
-        self.frame = encode_json(body).encode()
+        try:
+            self.frame = encode_json(body).encode()
+        except UnicodeEncodeError:  # a lone surrogate echoed from the client: escape it
+            self.frame = json.dumps(body, separators=(",", ":")).encode()
         self._ws: bytes | None = None
-        self.ack: tuple[str, int] | None = None  # (channel, offset) of a `subscribed` ack
+        # A `subscribed` ack: (channel, offset, user_offset or None, epoch) for SSE cursors.
+        self.ack: tuple[str, int, int | None, str] | None = None
 
     @property
     def event_type(self) -> str | None:
@@ -56,11 +61,37 @@ class ControlFrame:
         return b"data: " + self.frame + b"\n\n"
 
 
-def subscribed(channel: str, offset: int, recovered: bool) -> ControlFrame:
-    frame = ControlFrame(
-        {"type": "subscribed", "channel": channel, "offset": offset, "recovered": recovered})
-    frame.ack = (channel, offset)
+def subscribed(channel: str, offset: int, recovered: bool, epoch: str = "",
+               user_offset: int | None = None) -> ControlFrame:
+    """The ack: the channel's offset (and, on a user-targeted channel, the caller's own
+    ``user_offset``), whether the resume recovered everything, and the epoch to resume with
+    (once the channel has one)."""
+    body: dict[str, Any] = {"type": "subscribed", "channel": channel, "offset": offset,
+                            "recovered": recovered}
+    if epoch:
+        body["epoch"] = epoch
+    if user_offset is not None:
+        body["user_offset"] = user_offset
+    frame = ControlFrame(body)
+    frame.ack = (channel, offset, user_offset, epoch)
     return frame
+
+
+def join_epoch(shared: str, personal: str | None) -> str:
+    """One opaque epoch for a subscription: the channel's, and the caller's own space's."""
+    return shared if not personal else f"{shared}.{personal}"
+
+
+def split_epoch(epoch: str | None) -> tuple[str | None, str | None]:
+    if not epoch:
+        return None, None
+    shared, _, personal = epoch.partition(".")
+    return shared or None, personal or None
+
+
+def valid_epoch(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= 64 and all(
+        c.isascii() and (c.isalnum() or c == ".") for c in value)
 
 
 def unsubscribed(channel: str) -> ControlFrame:

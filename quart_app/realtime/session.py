@@ -175,7 +175,7 @@ def open_session(svc, endpoint: Any, principal: Principal) -> Session | None:
         endpoint.close(CloseCode.SERVICE_RESTART, "Server is shutting down")
         return None
     session = Session(svc, endpoint)
-    outbox = Outbox(svc.settings.outbox_capacity, session.on_overflow, svc.metrics)
+    outbox = Outbox(svc.settings.limits.outbox_messages, session.on_overflow, svc.metrics)
     conn = Connection(principal, outbox, "ws")
     try:
         svc.hub.connect(conn)
@@ -224,20 +224,33 @@ def _handle_subscribe(session: Session, frame: dict) -> Awaitable[None] | None:
             len(channel) <= channels.MAX_CHANNEL_LENGTH) else None
         conn.outbox.push(protocol.error(problem, named))
         return None
-    since = frame.get("since")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0
-                              or since > protocol.MAX_OFFSET):
+    cursor = []
+    for name in ("since", "user_since"):
+        value = frame.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0 or value > protocol.MAX_OFFSET):
+            conn.outbox.push(protocol.error(
+                f"Invalid '{name}': a non-negative integer offset is required", channel))
+            return None
+        cursor.append(value)
+    epoch = frame.get("epoch")
+    if epoch is not None and not protocol.valid_epoch(epoch):
         conn.outbox.push(protocol.error(
-            "Invalid 'since': a non-negative integer offset is required", channel))
+            "Invalid 'epoch': the string from the last 'subscribed' ack is required", channel))
         return None
-    return _subscribe(session.svc, conn, channel, since)
+    return _subscribe(session.svc, conn, channel, cursor[0], cursor[1], epoch)
 
 
-async def _subscribe(svc, conn: Connection, channel: str, since: int | None) -> None:
+async def _subscribe(svc, conn: Connection, channel: str, since: int | None,
+                     user_since: int | None = None, epoch: str | None = None) -> None:
     try:
-        ok = await svc.hub.subscribe(conn, channel, since)
+        ok = await svc.hub.subscribe(conn, channel, since, user_since, epoch)
     except Exception as exc:
-        log.warning("subscribe %s failed: %s", channel, type(exc).__name__)
+        # A broker outage is expected now and then; anything else is a bug, shown in full.
+        outage = isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith(
+            "redis")
+        log.warning("subscribe %s failed: %s", channel, type(exc).__name__,
+                    exc_info=not outage)
         conn.outbox.push(protocol.error(
             f"Temporarily unavailable: cannot subscribe to {channel}", channel))
         return
