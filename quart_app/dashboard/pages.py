@@ -13,6 +13,7 @@ application sets that cookie. In development and the demo, a link sets it:
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlencode
@@ -114,7 +115,8 @@ async def dev_login():
     if settings.production:
         raise NotFound("Not found")
     raw = request.args.get("user", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**63 - 1:
+    # ASCII digits only: isdigit() admits "²" and other digits int() refuses (issue 12).
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or not 1 <= int(raw) <= 2**63 - 1:
         raise BadRequest("'user' must be a positive integer user id")
     token = mint_token(settings.jwt_secret, int(raw), ttl_seconds=DEV_TOKEN_TTL_SECONDS)
     principal = verify_token(settings.jwt_secret, token)
