@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from quart_app.dashboard import events
 from quart_app.dashboard.events import MAX_DEPTH, json_problem
 from quart_app.dashboard.gamification import MAX_LEVEL, MAX_XP, level_for_xp
 from quart_app.realtime.broker import encode_json
 
+from .conftest import API_KEY
 from .dashboard_support import auth, ingest, offsets, post_event, row_counts, svc_of
 
 HUGE = "1" + "0" * 400  # an integer literal beyond float range
@@ -96,6 +98,30 @@ async def test_a_lone_surrogate_is_never_stored_however_often_it_is_retried(app,
         response = await post_event(client, body)
         assert response.status_code == 422
     assert await row_counts(app) == before_rows
+
+
+@pytest.mark.parametrize("key", [None, "surrogate-retry-1"])
+async def test_what_cannot_be_encoded_rolls_the_transaction_back(app, client, monkeypatch, key):
+    """Behind json_problem, ingest encodes every publication inside its transaction: whatever
+    slips past validation is a 422 with nothing stored, never a stored event answered 503."""
+    monkeypatch.setattr(events, "json_problem", lambda value: None)
+    # Shares are written, then the note (published as given, stored nowhere) fails to encode.
+    body = _raw("share_submitted", '{"shares": 2, "note": "\\ud800"}', 9)
+    before_offsets, before_rows = await offsets(app), await row_counts(app)
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    for _ in range(2):
+        response = await client.post("/api/events", data=body, headers=headers)
+        assert response.status_code == 422
+        assert "cannot be published" in (await response.get_json())["detail"]
+    assert await offsets(app) == before_offsets
+    assert await row_counts(app) == before_rows
+    if key is not None:  # the key was left unused: a corrected body under it goes through
+        good = _raw("share_submitted", '{"shares": 2, "note": "fixed"}', 9)
+        monkeypatch.undo()
+        response = await client.post("/api/events", data=good, headers=headers)
+        assert response.status_code == 202
 
 
 async def test_bounds_themselves_are_accepted(app, client):
