@@ -221,3 +221,21 @@ async def test_replaying_the_whole_history_is_not_a_slow_consumer(settings, toke
         ws.send(frame('{"action":"ping","ts":1}'))
         assert await ws.recv_json() == {"type": "pong", "ts": 1}
         ws.close()
+
+
+@pytest.mark.parametrize("text", ['{"action":"ping","ts":NaN}', "[" * 3000,
+                                  '{"action":"subscribe","channel":"\\ud800"}'])
+async def test_hostile_json_gets_an_error_frame_and_the_session_goes_on(server, token, text):
+    """Before: NaN came back as a bare NaN token (not JSON), deep nesting raised out of the
+    frame handler, and an error frame echoing a lone surrogate could not be encoded."""
+    import json
+
+    address, _svc = server
+    ws = await RawWs.connect(address, f"?token={token(1)}")
+    ws.send(frame(text))
+    opcode, payload = await ws.recv()
+    reply = json.loads(payload.decode("utf-8"))       # strict UTF-8 and JSON
+    assert reply["type"] == "error"
+    ws.send(frame('{"action":"ping","ts":2}'))
+    assert await ws.recv_json() == {"type": "pong", "ts": 2}
+    ws.close()

@@ -11,9 +11,6 @@ import json
 from datetime import date, datetime, timezone
 from typing import Any
 
-SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -29,7 +26,8 @@ def db_time(db: Any, moment: datetime) -> datetime | str:
     """``moment`` as the parameter ``db`` (a :class:`~quart_app.db.Database`) expects."""
     moment = as_utc(moment)
     if db.dialect == "sqlite":
-        return moment.strftime(SQLITE_TIME_FORMAT)
+        # Not strftime: it writes year 999 as "999", which sorts after "2099" as text.
+        return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
     return moment
 
 

@@ -4,7 +4,9 @@ the ingest handlers share.
 :func:`parse_event` validates *everything* a handler will rely on before ingest touches the
 database or the broker, so a bad event is a 422 with nothing persisted and nothing published.
 The data a producer sends is published as given (plus derived fields); the validated model is
-what the handlers persist.
+what the handlers persist. Before any of it, :func:`json_problem` refuses what JSON text can
+carry but PostgreSQL, UTF-8 or a browser cannot (issue 12), and the models bound every figure
+whose derived values (sums, ratios, SQL additions) could otherwise overflow.
 """
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints,
+                      ValidationError)
 
 from ..realtime import namespaces as channels
 from .db_values import as_utc, utcnow
@@ -45,11 +48,45 @@ MAX_USER_ID = 2**63 - 1
 SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BODY_FIELDS = frozenset({"type", "user_id", "project_id", "channel", "data"})
 
+# Bounds (issue 12). Integers anywhere: PostgreSQL BIGINT. Mining figures (hashrate, difficulty,
+# reward): 0 or 1e-12..1e30, so sums over workers, ratios and percentages stay finite. Heights:
+# exact in a double and in JavaScript. Levels: level_start(MAX_LEVEL + 1) fits BIGINT. XP: the
+# SQL addition is capped here, far from BIGINT's end, and JavaScript reads it exactly.
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+MAX_DEPTH = 32
+MIN_FIGURE, MAX_FIGURE = 1e-12, 1e30
+MAX_HEIGHT = 2**53 - 1
+MAX_LEVEL = 50
+MAX_XP = 2**53 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _figure(value: float) -> float:
+    if value != 0 and not MIN_FIGURE <= value <= MAX_FIGURE:
+        raise ValueError(f"must be 0 or between {MIN_FIGURE:g} and {MAX_FIGURE:g}")
+    return value
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC (naive is UTC already); an offset that pushes it past year 1 or 9999 is a 422,
+    not an ``OverflowError`` in the handler."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("out of range: years 1 to 9999 in UTC") from None
+
+
 Segment = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]  # VARCHAR(32)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Score = Annotated[float, Field(ge=0)]
-Moment = Annotated[datetime, Field(strict=False)]  # ISO 8601 text from JSON
+Figure = Annotated[float, Field(ge=0), AfterValidator(_figure)]
+Height = Annotated[int, Field(ge=0, le=MAX_HEIGHT)]
+Level = Annotated[int, Field(ge=1, le=MAX_LEVEL)]
+Moment = Annotated[datetime, Field(strict=False), AfterValidator(_utc)]  # ISO 8601 from JSON
 
 
 class _Data(BaseModel):
@@ -60,7 +97,7 @@ class _Data(BaseModel):
 class ShareSubmitted(_Data):
     worker: Name | None = None
     shares: int = Field(1, ge=1, le=1_000_000)
-    difficulty: Score = 0.0
+    difficulty: Figure = 0.0
 
 
 class WorkerStatus(_Data):
@@ -69,19 +106,19 @@ class WorkerStatus(_Data):
 
 
 class HashrateUpdate(_Data):
-    hashrate: Score
+    hashrate: Figure
     worker: Name | None = None
 
 
 class BestDiff(_Data):
-    difficulty: Score
+    difficulty: Figure
     worker: Name | None = None
 
 
 class BlockFound(_Data):
-    height: int = Field(ge=0)
-    network_diff: Score | None = None
-    reward: Score | None = None
+    height: Height
+    network_diff: Figure | None = None
+    reward: Figure | None = None
 
 
 Count = Annotated[int, Field(ge=0)]
@@ -91,28 +128,28 @@ class StatsUpdate(_Data):
     """A producer's stats for a dashboard: the fields of seed 000's ``get_stats`` it sends must
     have their types there (others, e.g. a session's ``wpm``, pass as they are)."""
 
-    hashrate: Score | None = None
+    hashrate: Figure | None = None
     hashrate_change: float | None = None
     shares_today: Count | None = None
     shares_change: float | None = None
     workers_online: Count | None = None
     workers_total: Count | None = None
     streak: Count | None = None
-    best_diff_week: Score | None = None
-    network_diff: Score | None = None
-    best_diff_ratio: Score | None = None
-    level: Annotated[int, Field(ge=1)] | None = None
+    best_diff_week: Figure | None = None
+    network_diff: Figure | None = None
+    best_diff_ratio: Annotated[float, Field(ge=0, le=MAX_FIGURE)] | None = None
+    level: Level | None = None
     level_title: Name | None = None
     xp: Count | None = None
     xp_to_next: Count | None = None
     badges_earned: Count | None = None
-    network_height: Count | None = None
+    network_height: Height | None = None
 
 
 class FeedItemData(_Data):
     text: Text
     description: Text | None = None
-    feed_type: Segment = "announcement"
+    feed_type: Kind = "announcement"
     metadata: dict = Field(default_factory=dict)
 
 
@@ -126,7 +163,7 @@ class EventReminder(_Data):
     title: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     ends_at: Moment
     id: Segment | None = None
-    event_type: Segment = "reminder"
+    event_type: Kind = "reminder"
     description: Text | None = None
     starts_at: Moment | None = None
     action: Action | None = None
@@ -147,7 +184,7 @@ class XpGained(_Data):
 
 
 class LevelUp(_Data):
-    level: int = Field(ge=1, le=10_000)
+    level: Level
     level_title: Name | None = None
 
 
@@ -220,6 +257,9 @@ class Outcome:
 
 def parse_event(body: Any, now: datetime | None = None) -> Event:
     """Validate an ingest body; raise :class:`Unprocessable` naming the first problem."""
+    problem = json_problem(body)
+    if problem is not None:
+        raise Unprocessable(problem)
     if not isinstance(body, dict):
         raise Unprocessable("Body must be a JSON object")
     unknown = sorted(set(body) - BODY_FIELDS)
@@ -258,15 +298,10 @@ def _user_id(value: Any, inner: Any) -> int | None:
 
 
 def _data(data: dict) -> dict:
-    """``data`` without ``user_id`` (the body's), checked to be publishable as it is."""
+    """``data`` without ``user_id`` (the body's); :func:`json_problem` found it publishable."""
     if "type" in data:
         raise Unprocessable("'data.type' is reserved: the event type is the body's 'type'")
-    data = {key: value for key, value in data.items() if key != "user_id"}
-    try:
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
-        raise Unprocessable("'data' must hold JSON values only (no NaN or Infinity)") from None
-    return data
+    return {key: value for key, value in data.items() if key != "user_id"}
 
 
 def _channel(kind: str, channel: Any, project_id: Any) -> str:
@@ -291,3 +326,63 @@ def describe(exc: ValidationError, prefix: str) -> str:
         where = ".".join([prefix, *(str(p) for p in error.get("loc", ()))])
         parts.append(f"{where}: {error.get('msg')}")
     return "; ".join(parts)
+
+
+def json_problem(value: Any) -> str | None:
+    """The first reason ``value`` is not JSON that every consumer can store and parse, as
+    ``where: what`` (``data.items[2].name: text holds a NUL character``); None if there is none.
+
+    Parsed JSON text can hold what PostgreSQL, UTF-8 or a browser refuse (issue 12): NUL
+    (PostgreSQL text and JSONB have none), lone surrogates (``"\\ud800"`` has no UTF-8 form),
+    non-finite numbers (``1e400`` parses to Infinity; ``NaN`` is Python's extension), integers
+    past BIGINT, and nesting deeper than :data:`MAX_DEPTH`. Iterative, so depth costs no stack;
+    nothing it reports echoes the offending text.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = path or "body"
+        if isinstance(item, (dict, list, tuple)):
+            if depth > MAX_DEPTH:
+                return f"{where}: nested more than {MAX_DEPTH} levels deep"
+            if isinstance(item, dict):
+                children = []
+                for key in item:
+                    if not isinstance(key, str):
+                        return f"{where}: not a JSON object key: {type(key).__name__}"
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        return f"{where}: a key {problem}"
+                    children.append((item[key], _member(path, key), depth + 1))
+            else:
+                children = [(child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item)]
+            stack.extend(reversed(children))  # depth first, in document order
+        elif isinstance(item, str):
+            problem = _text_problem(item)
+            if problem is not None:
+                return f"{where}: text {problem}"
+        elif item is None or isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT <= item <= MAX_INT:
+                return f"{where}: integer out of range (-2^63 to 2^63-1)"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{where}: not a finite number (NaN or Infinity)"
+        else:
+            return f"{where}: not a JSON value: {type(item).__name__}"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "holds a NUL character"
+    if not text.isascii() and _SURROGATE.search(text):
+        return "holds a lone surrogate (not UTF-8)"
+    return None
+
+
+def _member(path: str, key: str) -> str:
+    if SEGMENT.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key[:64])}]"

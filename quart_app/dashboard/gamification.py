@@ -10,9 +10,10 @@ from datetime import datetime
 
 from . import feed
 from .db_values import as_utc, db_time
-from .events import Event, Outcome
+from .events import MAX_LEVEL, MAX_XP, Event, Outcome
 
-# (title, total XP at which the level starts), level 1 first; beyond the table XP doubles.
+# (title, total XP at which the level starts), level 1 first; beyond the table XP doubles, up
+# to MAX_LEVEL (events.py), where XP (capped at MAX_XP) stops counting.
 LEVELS = (
     ("Nocoiner", 0), ("Curious Cat", 100), ("Hash Pupil", 300), ("Block Watcher", 700),
     ("Share Hunter", 1_500), ("Diff Chaser", 3_000), ("Solo Miner", 6_000),
@@ -48,7 +49,7 @@ def level_title(level: int) -> str:
 
 def level_for_xp(xp: int) -> int:
     level = 1
-    while level_start(level + 1) <= xp:
+    while level < MAX_LEVEL and level_start(level + 1) <= xp:
         level += 1
     return level
 
@@ -80,8 +81,8 @@ async def _set_level(db, user_id: int, level: int, title: str) -> None:
 
 async def xp_gained(db, event: Event, out: Outcome, name: str | None) -> None:
     """Add XP; crossing a threshold is a level-up (published as ``level_up``)."""
-    row = await db.fetch_one("gamification_add_xp",
-                             {"user_id": event.user_id, "amount": event.fields.amount})
+    row = await db.fetch_one("gamification_add_xp", {
+        "user_id": event.user_id, "amount": event.fields.amount, "max_xp": MAX_XP})
     level, xp = int(row["level"]), int(row["xp"])
     reached = level_for_xp(xp)
     if reached > level:

@@ -5,7 +5,8 @@ One path for every producer (HTTP, the Python API, the demo):
 1. :func:`~quart_app.events.parse_event` validates the whole body: a bad one is a 422 and
    nothing is written or published.
 2. One transaction: the user is created on first sight, the type's handler writes its tables,
-   a score moves the leaderboard.
+   a score moves the leaderboard. Every publication is encoded before the commit: one that
+   cannot be (a value no browser could parse) is a 422 that rolls the transaction back.
 3. After the commit: the event is published on its channel (``{"type": EVENT, **data,
    "user_id": …}``), then what it caused, in order (feed items, leaderboard moves, rank changes,
    achievements, level-ups).
@@ -111,6 +112,7 @@ async def ingest_event(svc, body: dict, now: datetime | None = None,
             if score is not None:
                 await leaderboard.set_score(db, event, out, *score)
             plan = [(event.channel, _event_data(event, out)), *out.publications]
+            _check_publishable(plan)
             if key is not None:
                 await db.execute("ingest_key_plan", {"key": key, "plan": encode_json(
                     {"publish": plan, "stats": sorted(out.stats_users)})})
@@ -174,6 +176,18 @@ async def _repeat(svc, key: str, body_hash: str) -> IngestResult:
     published = [tuple(p) for p in json.loads(row["published"])]
     return await _publish(svc, key, [tuple(p) for p in plan["publish"]], published,
                           plan["stats"])
+
+
+def _check_publishable(plan: list[tuple[str, dict]]) -> None:
+    """Encode every publication now, inside the transaction: a failure after the commit would
+    store the event, answer 503, and store it again on every retry (issue 12)."""
+    for channel, data in plan:
+        try:
+            encode_json(data)
+        except (TypeError, ValueError, RecursionError):
+            raise Unprocessable(
+                f"The event cannot be published on {channel}: a value is not JSON a browser "
+                "can parse (NaN, Infinity or a lone surrogate)") from None
 
 
 def _body_hash(body: dict) -> str:

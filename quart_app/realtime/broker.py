@@ -19,16 +19,26 @@ Contract shared by both (the test ``tests/test_broker.py`` runs it against each)
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Protocol
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def encode_json(value: Any) -> str:
-    """Compact JSON; the one encoder the service uses for wire frames."""
-    return _dumps(value)
+    """Compact JSON; the one encoder the service uses for wire frames.
+
+    Raises ``ValueError`` rather than emit what a browser cannot parse: NaN and
+    Infinity (not JSON) and lone surrogates (``"\\ud800"`` from a producer's JSON: text that has
+    no UTF-8 form). Callers that frame untrusted data must handle it.
+    """
+    text = _dumps(value)
+    if not text.isascii() and _SURROGATE.search(text):  # isascii() is O(1) on CPython
+        raise ValueError("lone surrogate in JSON text: not encodable as UTF-8")
+    return text
 
 
 MAX_OFFSET = 2**63 - 1

@@ -42,8 +42,9 @@ class ControlFrame:
     def __init__(self, body: dict[str, Any]) -> None:
         try:
             self.frame = encode_json(body).encode()
-        except UnicodeEncodeError:  # a lone surrogate echoed from the client: escape it
-            self.frame = json.dumps(body, separators=(",", ":")).encode()
+        except (ValueError, UnicodeEncodeError):
+            # A lone surrogate echoed from the client (a channel name): escaped, still JSON.
+            self.frame = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         self._ws: bytes | None = None
         # A `subscribed` ack: (channel, offset, user_offset or None, epoch) for SSE cursors.
         self.ack: tuple[str, int, int | None, str] | None = None
@@ -59,6 +60,15 @@ class ControlFrame:
 
     def sse_data(self) -> bytes:
         return b"data: " + self.frame + b"\n\n"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """A client's JSON: strict (no NaN or Infinity); deep nesting raises RecursionError."""
+    return json.loads(text, parse_constant=_no_constant)
 
 
 def subscribed(channel: str, offset: int, recovered: bool, epoch: str = "",

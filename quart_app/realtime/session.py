@@ -134,8 +134,8 @@ class Session:
             outbox.push(protocol.error(f"Frame too large (max {limit} bytes)"))
             return None
         try:
-            frame = json.loads(raw)
-        except ValueError:
+            frame = protocol.loads(raw)
+        except (ValueError, RecursionError):
             outbox.push(protocol.error("Invalid JSON"))
             return None
         if not isinstance(frame, dict):
@@ -159,8 +159,8 @@ def principal_from_auth_frame(svc, raw: str | bytes) -> Principal:
     if len(raw) > limit or len(raw.encode()) > limit:
         raise Unauthorized(f"Authentication frame too large (max {limit} bytes)")
     try:
-        frame = json.loads(raw)
-    except (ValueError, TypeError):
+        frame = protocol.loads(raw)
+    except (ValueError, TypeError, RecursionError):
         frame = None
     if not isinstance(frame, dict) or frame.get("action") != "auth":
         raise Unauthorized(AUTH_REQUIRED)
