@@ -24,17 +24,19 @@ log = logging.getLogger("pulse")
 
 
 def create_app(settings: Settings | None = None) -> Quart:
-    """Build the Quart app. Raises ConfigError (naming the variable) for a bad environment."""
-    from . import logs
+    """Build the Quart app. Raises ConfigError (naming the variable) for a bad environment,
+    InstallationError for an installed package that lacks its sql/ or static/ files."""
+    from . import logs, resources
     from .edge import hypercorn_hooks
 
     settings = settings or load_settings()
-    logs.configure()
+    logs.configure(settings.log_level)
+    resources.check()
     hypercorn_hooks.install(deflate=settings.ws_deflate)
 
     app = Quart(__name__, static_folder=None)
     QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path="/docs", redoc_ui_path=None,
-                info={"title": "Pulse", "version": "0.1.0"})
+                info={"title": "Pulse", "version": resources.version()})
     app.json.sort_keys = False  # after QuartSchema, which installs its own JSON provider
     _skip_conversion_for_plain_values(app)
     svc = Services(settings)

@@ -18,13 +18,15 @@ import sys
 log = logging.getLogger("pulse.server")
 
 
-def _config(host: str, port: int):
+def _config(host: str, port: int, backlog: int = 4096):
     from hypercorn.config import Config
 
     from .logs import RedactingLogger
 
     config = Config()
     config.bind = [f"{host}:{port}"]
+    # The listen queue: a reconnect storm after a deploy arrives all at once (issue 15).
+    config.backlog = backlog
     config.accesslog = logging.getLogger("pulse.access")
     config.errorlog = logging.getLogger("pulse.server")
     config.access_log_format = '%(h)s "%(m)s %(U)s?%(q)s" %(s)s %(b)s %(D)sus'
@@ -83,7 +85,8 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(host: str, port: int, workers: int = 1, demo: bool = False) -> int:
+def serve(host: str, port: int, workers: int = 1, demo: bool = False,
+          backlog: int = 4096) -> int:
     from .config import load_settings
     from .errors import ConfigError
 
@@ -92,7 +95,7 @@ def serve(host: str, port: int, workers: int = 1, demo: bool = False) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc.detail}", file=sys.stderr)
         return 2
-    config = _config(host, port)
+    config = _config(host, port, backlog)
     if workers <= 1:
         _use_uvloop()
         try:
