@@ -65,6 +65,7 @@ class Settings:
     feed_keep: int = 10_000
     log_level: str = "INFO"
     backlog: int = 4096
+    metrics_dir: str | None = None
     limits: Limits = field(default_factory=Limits)
     liveness: Liveness = field(default_factory=Liveness)
     history: HistoryConfig = field(default_factory=HistoryConfig)
@@ -218,6 +219,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         feed_keep=_int(env, "PULSE_FEED_KEEP", 10_000, 1),
         log_level=_log_level(env),
         backlog=_int(env, "PULSE_BACKLOG", 4096, 1),
+        metrics_dir=env.get("PULSE_METRICS_DIR") or None,
         limits=limits,
         liveness=liveness,
         history=history,

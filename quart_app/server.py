@@ -9,11 +9,14 @@ end by themselves, which is why ``serve`` owns the shutdown trigger.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 log = logging.getLogger("pulse.server")
 
@@ -103,6 +106,35 @@ def serve(host: str, port: int, workers: int = 1, demo: bool = False,
         except KeyboardInterrupt:
             pass
         return 0
+    with _shared_metrics():
+        return _serve_workers(config, workers, demo)
+
+
+@contextlib.contextmanager
+def _shared_metrics():
+    """A metrics directory the workers share, so a scrape sums them (realtime/metrics.py).
+
+    ``PULSE_METRICS_DIR`` if set (its old snapshots removed: they belong to a previous run),
+    otherwise a temporary directory removed at exit. The spawned workers inherit the variable.
+    """
+    given = os.environ.get("PULSE_METRICS_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.startswith("pulse_") and name.endswith((".json", ".tmp")):
+                os.unlink(os.path.join(given, name))
+        yield given
+        return
+    directory = tempfile.mkdtemp(prefix="pulse-metrics-")
+    os.environ["PULSE_METRICS_DIR"] = directory
+    try:
+        yield directory
+    finally:
+        os.environ.pop("PULSE_METRICS_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve_workers(config, workers: int, demo: bool) -> int:
     sockets = config.create_sockets()
     ctx = multiprocessing.get_context("spawn")
     processes = []
