@@ -35,7 +35,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     hypercorn_hooks.install(deflate=settings.ws_deflate)
 
     app = Quart(__name__, static_folder=None)
-    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path="/docs", redoc_ui_path=None,
+    # /docs is api_docs.py's page, served from local assets (quart-schema's loads a CDN).
+    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None,
+                scalar_ui_path=None,
                 info={"title": "Pulse", "version": resources.version()})
     app.json.sort_keys = False  # after QuartSchema, which installs its own JSON provider
     _skip_conversion_for_plain_values(app)
@@ -60,11 +62,12 @@ def create_app(settings: Settings | None = None) -> Quart:
 
 
 def _blueprints():
+    from . import api_docs
     from .dashboard import api as api_dashboard, ingest, pages
     from .edge import api_health, api_history, transport_sse, transport_ws
 
     return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_dashboard.bp,
-            ingest.bp, pages.bp]
+            ingest.bp, pages.bp, api_docs.bp]
 
 
 def _installers():
