@@ -24,17 +24,21 @@ log = logging.getLogger("pulse")
 
 
 def create_app(settings: Settings | None = None) -> Quart:
-    """Build the Quart app. Raises ConfigError (naming the variable) for a bad environment."""
-    from . import logs
+    """Build the Quart app. Raises ConfigError (naming the variable) for a bad environment,
+    InstallationError for an installed package that lacks its sql/ or static/ files."""
+    from . import logs, resources
     from .edge import hypercorn_hooks
 
     settings = settings or load_settings()
-    logs.configure()
+    logs.configure(settings.log_level)
+    resources.check()
     hypercorn_hooks.install(deflate=settings.ws_deflate)
 
     app = Quart(__name__, static_folder=None)
-    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path="/docs", redoc_ui_path=None,
-                info={"title": "Pulse", "version": "0.1.0"})
+    # /docs is api_docs.py's page, served from local assets (quart-schema's loads a CDN).
+    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None,
+                scalar_ui_path=None,
+                info={"title": "Pulse", "version": resources.version()})
     app.json.sort_keys = False  # after QuartSchema, which installs its own JSON provider
     _skip_conversion_for_plain_values(app)
     svc = Services(settings)
@@ -60,11 +64,12 @@ def create_app(settings: Settings | None = None) -> Quart:
 
 
 def _blueprints():
+    from . import api_docs
     from .dashboard import api as api_dashboard, ingest, pages
     from .edge import api_health, api_history, transport_sse, transport_ws
 
     return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_dashboard.bp,
-            ingest.bp, pages.bp]
+            ingest.bp, pages.bp, api_docs.bp]
 
 
 def _installers():

@@ -1,4 +1,4 @@
-"""Command line: ``python -m quart_app serve|migrate|token|prune``."""
+"""Command line: ``pulse serve|migrate|token|prune`` (also ``python -m quart_app …``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,16 +8,26 @@ import sys
 
 from .config import load_settings
 from .errors import ConfigError
+from .resources import InstallationError, check as check_installation, version
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m quart_app", description="Pulse")
+    parser = argparse.ArgumentParser(
+        prog="pulse", description="Pulse: a realtime dashboard service. Configuration is the "
+        "environment (docs/configuration.md).")
+    try:
+        installed = version()
+    except InstallationError:
+        installed = "(not installed)"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service on Hypercorn")
     serve.add_argument("--port", type=int, default=None, help="default: $PORT or 8000")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--demo", action="store_true", help="run the built-in event simulator")
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the socket")
+    serve.add_argument("--backlog", type=int, default=None,
+                       help="listen queue length (default: $PULSE_BACKLOG or 4096)")
     sub.add_parser("migrate", help="apply sql/ schema files not yet applied")
     token = sub.add_parser("token", help="mint an access token (JWT)")
     token.add_argument("--user", type=int, required=True)
@@ -35,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc.detail}", file=sys.stderr)
         return 2
+    if args.command in ("serve", "migrate", "prune"):
+        try:
+            check_installation()
+        except InstallationError as exc:
+            print(f"pulse: installation error: {exc.detail}", file=sys.stderr)
+            return 2
     if args.command == "token":
         from .realtime.auth import mint_token
 
@@ -49,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         os.environ["PULSE_DEMO"] = "1"
     port = args.port if args.port is not None else settings.port
+    backlog = args.backlog if args.backlog is not None else settings.backlog
+    if backlog < 1:
+        print(f"pulse: --backlog must be >= 1, got {backlog}", file=sys.stderr)
+        return 2
     from .server import serve
 
-    return serve(args.host, port, args.workers, demo=args.demo)
+    return serve(args.host, port, args.workers, demo=args.demo, backlog=backlog)
 
 
 async def _migrate(settings) -> int:

@@ -86,6 +86,9 @@ class Settings:
     redis_prefix: str = "pulse:"
     stats_cache_seconds: float = 10.0
     feed_keep: int = 10_000
+    log_level: str = "INFO"
+    backlog: int = 4096
+    metrics_dir: str | None = None
     limits: Limits = field(default_factory=Limits)
     liveness: Liveness = field(default_factory=Liveness)
     history: HistoryConfig = field(default_factory=HistoryConfig)
@@ -177,6 +180,19 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = (env.get("PULSE_LOG_LEVEL") or "INFO").strip().upper()
+    if raw == "WARN":
+        raw = "WARNING"
+    if raw not in LOG_LEVELS:
+        raise ConfigError(f"PULSE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, "
+                          f"got {env.get('PULSE_LOG_LEVEL')!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build :class:`Settings` from ``env`` (default ``os.environ``); raise ConfigError if bad."""
     env = os.environ if env is None else env
@@ -233,6 +249,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_prefix=env.get("PULSE_REDIS_PREFIX") or "pulse:",
         stats_cache_seconds=_float(env, "PULSE_STATS_CACHE_SECONDS", 10.0, 0.0),
         feed_keep=_int(env, "PULSE_FEED_KEEP", 10_000, 1),
+        log_level=_log_level(env),
+        backlog=_int(env, "PULSE_BACKLOG", 4096, 1),
+        metrics_dir=env.get("PULSE_METRICS_DIR") or None,
         limits=limits,
         liveness=liveness,
         history=history,

@@ -9,22 +9,27 @@ end by themselves, which is why ``serve`` owns the shutdown trigger.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 log = logging.getLogger("pulse.server")
 
 
-def _config(host: str, port: int):
+def _config(host: str, port: int, backlog: int = 4096):
     from hypercorn.config import Config
 
     from .logs import RedactingLogger
 
     config = Config()
     config.bind = [f"{host}:{port}"]
+    # The listen queue: a reconnect storm after a deploy arrives all at once (issue 15).
+    config.backlog = backlog
     config.accesslog = logging.getLogger("pulse.access")
     config.errorlog = logging.getLogger("pulse.server")
     config.access_log_format = '%(h)s "%(m)s %(U)s?%(q)s" %(s)s %(b)s %(D)sus'
@@ -83,7 +88,8 @@ def _use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(host: str, port: int, workers: int = 1, demo: bool = False) -> int:
+def serve(host: str, port: int, workers: int = 1, demo: bool = False,
+          backlog: int = 4096) -> int:
     from .config import load_settings
     from .errors import ConfigError
 
@@ -92,7 +98,7 @@ def serve(host: str, port: int, workers: int = 1, demo: bool = False) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc.detail}", file=sys.stderr)
         return 2
-    config = _config(host, port)
+    config = _config(host, port, backlog)
     if workers <= 1:
         _use_uvloop()
         try:
@@ -100,6 +106,35 @@ def serve(host: str, port: int, workers: int = 1, demo: bool = False) -> int:
         except KeyboardInterrupt:
             pass
         return 0
+    with _shared_metrics():
+        return _serve_workers(config, workers, demo)
+
+
+@contextlib.contextmanager
+def _shared_metrics():
+    """A metrics directory the workers share, so a scrape sums them (realtime/metrics.py).
+
+    ``PULSE_METRICS_DIR`` if set (its old snapshots removed: they belong to a previous run),
+    otherwise a temporary directory removed at exit. The spawned workers inherit the variable.
+    """
+    given = os.environ.get("PULSE_METRICS_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.startswith("pulse_") and name.endswith((".json", ".tmp")):
+                os.unlink(os.path.join(given, name))
+        yield given
+        return
+    directory = tempfile.mkdtemp(prefix="pulse-metrics-")
+    os.environ["PULSE_METRICS_DIR"] = directory
+    try:
+        yield directory
+    finally:
+        os.environ.pop("PULSE_METRICS_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve_workers(config, workers: int, demo: bool) -> int:
     sockets = config.create_sockets()
     ctx = multiprocessing.get_context("spawn")
     processes = []

@@ -375,7 +375,7 @@ async def test_metrics_count_accepted_events_only(app, client):
     await post_event(client, {"type": "match_update", "data": {"round": 1}})
     await post_event(client, {"type": "no_such_type", "data": {}})
     text = await (await client.get("/metrics")).get_data(as_text=True)
-    assert "pulse_ingested_events_total 1\n" in text
+    assert "pulse_ingested_events_total 1.0\n" in text
     assert svc.metrics.ingested_events == 1
 
 

@@ -265,7 +265,8 @@ async def test_tokens_never_reach_the_logs(tmp_path):
     port = free_port()
     token = mint_token(SECRET, 1)
     log_path = tmp_path / "server.log"
-    async with pulse_process(port, server_env(tmp_path), log_path=log_path):
+    env = dict(server_env(tmp_path), PULSE_LOG_LEVEL="debug")  # per-connection lines are DEBUG
+    async with pulse_process(port, env, log_path=log_path):
         async with httpx.AsyncClient(timeout=5) as http:
             await http.get(f"http://127.0.0.1:{port}/history?channel=mining&token={token}")
             await http.get(f"http://127.0.0.1:{port}/dashboard/stats",
@@ -276,17 +277,18 @@ async def test_tokens_never_reach_the_logs(tmp_path):
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token=not.a.valid-token"):
                 pass
             metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
-            assert "pulse_connections_accepted_total 1\n" in metrics, metrics
-            assert "pulse_auth_failures_total 1\n" in metrics
+            assert 'pulse_connections_accepted_total{transport="ws"} 1.0\n' in metrics, metrics
+            assert "pulse_auth_failures_total 1.0\n" in metrics
     text = log_path.read_text()
     assert "/history" in text and "[redacted]" in text
     assert token not in text and "not.a.valid-token" not in text
     assert token.split(".")[2] not in text
     # Both upgrades were served by the direct endpoint and still have their access lines.
-    upgrades = [line["msg"] for line in (json.loads(raw) for raw in text.splitlines()
-                                         if raw.startswith("{"))
-                if line.get("logger") == "pulse.access" and "/ws" in line["msg"]]
-    assert len(upgrades) == 2 and all('"GET /ws?token=[redacted]" 101' in msg
-                                      for msg in upgrades), upgrades
+    upgrades = [line for line in (json.loads(raw) for raw in text.splitlines()
+                                  if raw.startswith("{"))
+                if line.get("logger") == "pulse.access" and line["path"].startswith("/ws")]
+    assert len(upgrades) == 2, upgrades
+    assert all(line["path"] == "/ws?token=[redacted]" and line["status"] == 101
+               and line["method"] == "GET" and line["peer"] for line in upgrades), upgrades
     json_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert any(line.get("conn_id") for line in json_lines)  # structured, with a connection id

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
 from databases import Database as _Database
 
 from ..errors import ServiceUnavailable
+from ..resources import schema_files, sql_dir
 
 log = logging.getLogger("pulse.db")
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 _DB_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError)
 
 
@@ -37,7 +36,8 @@ def _db_errors() -> tuple[type[BaseException], ...]:
 @lru_cache(maxsize=None)
 def load_sql(name: str, dialect: str) -> str:
     """Return the text of query ``name`` for ``dialect``; KeyError if there is none."""
-    for path in (SQL_DIR / "queries" / dialect / f"{name}.sql", SQL_DIR / "queries" / f"{name}.sql"):
+    queries = sql_dir() / "queries"
+    for path in (queries / dialect / f"{name}.sql", queries / f"{name}.sql"):
         if path.is_file():
             return path.read_text()
     raise KeyError(f"no SQL query named {name!r} for {dialect}")
@@ -275,7 +275,7 @@ async def migrate(db: Database) -> list[str]:
         )
         rows = await raw.fetch_all("SELECT name FROM schema_migrations")
         done = {row._mapping["name"] for row in rows}
-        for path in sorted((SQL_DIR / db.dialect).glob("*.sql")):
+        for path in schema_files(db.dialect):
             if path.name in done:
                 continue
             for statement in split_statements(path.read_text()):

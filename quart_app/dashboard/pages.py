@@ -14,7 +14,7 @@ application sets that cookie. In development and the demo, a link sets it:
 from __future__ import annotations
 
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from urllib.parse import urlencode
 
 from quart import Blueprint, Response, redirect, request, send_file
@@ -22,11 +22,11 @@ from quart import Blueprint, Response, redirect, request, send_file
 from ..realtime.protocol import parse_offset
 from ..realtime.auth import Principal, mint_token
 from ..errors import BadRequest, NotFound, Unauthorized
+from ..resources import static_dir
 from ..web import current_principal, services
 
 bp = Blueprint("pages", __name__)
 
-STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 COOKIE = "access_token"
 DEV_TOKEN_TTL_SECONDS = 12 * 3600
 
@@ -58,10 +58,11 @@ async def _file(relative: str) -> Response:
             or any(p in ("..", ".") or p.startswith(".") or "\\" in p for p in parts)
             or any(parts[:len(prefix)] == prefix for prefix in HIDDEN_PREFIXES)):
         raise NotFound("Not found")
-    path = STATIC_DIR.joinpath(*parts)
+    root = static_dir()
+    path = root.joinpath(*parts)
     content_type = CONTENT_TYPES.get(path.suffix.lower())
     if (content_type is None or not path.is_file()
-            or not path.resolve().is_relative_to(STATIC_DIR.resolve())):
+            or not path.resolve().is_relative_to(root.resolve())):
         raise NotFound("Not found")
     response = await send_file(path, mimetype=content_type, conditional=True)
     # Revalidate every time (ETag): no build step means no hashed names to cache forever.

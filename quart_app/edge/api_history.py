@@ -19,6 +19,7 @@ async def history():
     client then refetches the REST snapshot and continues from ``offset``.
     """
     principal = current_principal()
+    services().metrics.poll_requests += 1
     channel = request.args.get("channel", "")
     problem = channels.check(channel, principal)
     if problem:

@@ -19,7 +19,7 @@ from .broker import Broker, Publication, user_of
 from .broker_memory import MemoryBroker
 from .hub import Hub
 from .listener import Listener
-from .metrics import Metrics
+from .metrics import Metrics, count_by_transport
 from .outbox import Flusher
 
 log = logging.getLogger("pulse")
@@ -31,6 +31,10 @@ KEY_ID_TTL_SECONDS = 24 * 3600.0
 
 StatsProvider = Callable[[int], Awaitable[dict]]
 Probe = Callable[[], Awaitable[None]]
+
+
+async def _share_metrics(engine: "Engine") -> None:
+    await engine.metrics.share_forever()
 
 
 class Engine:
@@ -58,14 +62,17 @@ class Engine:
             "redis" if self.using_redis else "broker": self.broker.ping}
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task] = []
+        if settings.metrics_dir:  # several workers: each shares its counters (metrics.py)
+            self.metrics.share(settings.metrics_dir)
+            self.background.append(_share_metrics)
         self.shutting_down = False
         self.ws_sessions: dict = {}          # conn id -> session.Session
         self.sse_heartbeats: set = set()     # callables(now) of open SSE streams
         self.sse_closers: set = set()        # callables() that end an SSE stream
         self.edge_connections: set = set()   # the edge's direct endpoints (protocol objects)
         self.sockets_open = 0                # client sockets the edge holds, any kind
-        self.metrics.gauge("connections", "Open client connections",
-                           lambda: self.hub.connection_count)
+        self.metrics.gauge("connections", "Open client connections, by transport",
+                           lambda: count_by_transport(self.hub.connections()), label="transport")
         self.metrics.gauge("subscriptions", "Channel subscriptions held by open connections",
                            self.hub.subscription_count)
 

@@ -91,7 +91,7 @@ class Hub:
         if users is None:
             users = self._users[conn.user_id] = set()
         users.add(conn)
-        self.metrics.connections_accepted += 1
+        self.metrics.count_accepted(conn.transport)
 
     def disconnect(self, conn: Connection) -> None:
         """Forget ``conn`` and every subscription it held. Idempotent."""

@@ -189,7 +189,7 @@ def open_session(svc, endpoint: Any, principal: Principal) -> Session | None:
     transport = endpoint.transport
     if transport is not None:
         outbox.use_transport(transport, svc.flusher)
-    log.info("ws connected", extra={"conn_id": conn.id, "user_id": principal.user_id})
+    log.debug("ws connected", extra={"conn_id": conn.id, "user_id": principal.user_id})
     return session
 
 
@@ -202,7 +202,7 @@ def end_session(svc, session: Session) -> None:
     if session.expiry is not None:
         session.expiry.cancel()
     svc.hub.disconnect(conn)
-    log.info("ws disconnected", extra={"conn_id": conn.id, "user_id": conn.user_id})
+    log.debug("ws disconnected", extra={"conn_id": conn.id, "user_id": conn.user_id})
 
 
 class Reply:

@@ -1,0 +1,1 @@
+"""The SQL files (schema per dialect, queries by name), shipped as package data."""

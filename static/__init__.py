@@ -1,0 +1,1 @@
+"""The page and the browser client, shipped as package data (no Python here)."""
