@@ -154,6 +154,52 @@ export class Client extends Emitter {
   }
 
   // -- public API --------------------------------------------------------------------------
+  /**
+   * Listen to the client's events; returns the function that removes the listener.
+   * @overload
+   * @param {"state"} event
+   * @param {(state: StateEvent) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"metrics"} event
+   * @param {(metrics: Metrics) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"error"} event
+   * @param {(error: PulseError) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"resync"} event
+   * @param {(channels: string[]) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"latency"} event
+   * @param {(ms: number) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"auth"} event
+   * @param {(event: {ok: boolean, reason?: string, expiresAt?: number}) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @param {string} event
+   * @param {(payload: any) => void} listener
+   * @returns {() => void}
+   */
+  on(event, listener) {
+    return super.on(event, listener);
+  }
+
   /** The connection's mode (a Mode): the same as the last `state` event's. */
   get state() {
     return this.mode;

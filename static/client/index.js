@@ -8,3 +8,16 @@ export { backoffDelay } from "./ladder.js";
 export { tokenExpiry } from "./credentials.js";
 export { formatCursor, parseCursor } from "./transport_sse.js";
 export { VERSION } from "./version.js";
+
+/**
+ * @typedef {import("./options.js").ClientOptions} ClientOptions
+ * @typedef {import("./client.js").SubscribeOptions} SubscribeOptions
+ * @typedef {import("./client.js").StateEvent} StateEvent
+ * @typedef {import("./client.js").Metrics} Metrics
+ * @typedef {import("./subscription.js").Publication} Publication
+ * @typedef {import("./subscription.js").SubscribedEvent} SubscribedEvent
+ * @typedef {import("./subscription.js").UnsubscribedEvent} UnsubscribedEvent
+ * @typedef {import("./subscription.js").StateChange} StateChange
+ * @typedef {import("./history.js").HistoryPage} HistoryPage
+ * @typedef {import("./history.js").HistoryPublication} HistoryPublication
+ */

@@ -98,6 +98,46 @@ export class Subscription extends Emitter {
   }
 
   /**
+   * Listen to this subscription's events; returns the function that removes the listener.
+   * @overload
+   * @param {"publication"} event
+   * @param {(publication: Publication) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"subscribed"} event
+   * @param {(event: SubscribedEvent) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"error"} event
+   * @param {(error: PulseError) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"unsubscribed"} event
+   * @param {(event: UnsubscribedEvent) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @overload
+   * @param {"state"} event
+   * @param {(event: StateChange) => void} listener
+   * @returns {() => void}
+   */
+  /**
+   * @param {string} event
+   * @param {(payload: any) => void} listener
+   * @returns {() => void}
+   */
+  on(event, listener) {
+    return super.on(event, listener);
+  }
+
+  /**
    * Resolves once subscribed (at once if it is); rejects with the PulseError if it fails or
    * ends first.
    * @returns {Promise<Subscription>}
