@@ -119,10 +119,12 @@ export function resolveOptions(options) {
  */
 export function resolveImplementations(given, transports) {
   const g = /** @type {any} */ (globalThis);
+  // An implementation given as null means "none", even where the platform has one.
+  const pick = (name, platform) => (name in given ? given[name] : platform) ?? null;
   const impl = {
-    WebSocket: given.WebSocket ?? g.WebSocket ?? null,
-    EventSource: given.EventSource ?? g.EventSource ?? null,
-    fetch: given.fetch ?? (g.fetch ? g.fetch.bind(g) : null),
+    WebSocket: pick("WebSocket", g.WebSocket),
+    EventSource: pick("EventSource", g.EventSource),
+    fetch: pick("fetch", g.fetch ? g.fetch.bind(g) : null),
   };
   const needs = { websocket: "WebSocket", sse: "EventSource", polling: "fetch" };
   const hint = "in Node, pass { WebSocket } (e.g. from the `ws` package), { EventSource } or { fetch }";
