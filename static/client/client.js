@@ -593,9 +593,9 @@ export class Client extends Emitter {
    * @param {unknown} [code]  the server's code for it, when it sends one
    */
   _refuse(name, reason, code) {
+    const serverCode = typeof code === "string" || typeof code === "number" ? code : undefined;
     const error = new PulseError(ErrorCode.SUBSCRIBE_REFUSED, `subscription to ${name} refused: ${reason}`,
-      { channel: name, reason });
-    if (code !== undefined) /** @type {any} */ (error).serverCode = code;
+      { channel: name, reason, serverCode });
     this._clear(`retry:${name}`);
     if (!this.channels.refused(name, error)) return;
     this._reportError(error);

@@ -31,6 +31,7 @@ export class PulseError extends Error {
    * @param {number} [details.status]   the HTTP status (code "http")
    * @param {string} [details.reason]   the server's own words (error frame message, `detail`)
    * @param {boolean} [details.temporary] the client retries by itself
+   * @param {string | number} [details.serverCode] the server's own code for it, when it sends one
    * @param {unknown} [details.cause]
    */
   constructor(code, message, details = {}) {
@@ -46,5 +47,7 @@ export class PulseError extends Error {
     this.reason = details.reason ?? null;
     /** @type {boolean} */
     this.temporary = details.temporary ?? false;
+    /** @type {string | number | null} */
+    this.serverCode = details.serverCode ?? null;
   }
 }

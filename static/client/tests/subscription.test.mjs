@@ -80,13 +80,14 @@ test("a refused subscription fails with the server's reason, leaves metrics, is 
   const ready = sub.ready();
   let ws = await connectWs(env);
   const reason = "Forbidden channel: user:2:progress belongs to another user";
-  ws.receive({ type: "error", message: reason, channel: "user:2:progress" });
+  ws.receive({ type: "error", message: reason, channel: "user:2:progress", code: "forbidden" });
   assert.equal(sub.state, "failed");
   assert.equal(twin.state, "failed", "every subscription on the channel fails");
   assert.ok(sub.error instanceof PulseError);
   assert.equal(sub.error.code, ErrorCode.SUBSCRIBE_REFUSED);
   assert.equal(sub.error.reason, reason);
   assert.equal(sub.error.channel, "user:2:progress");
+  assert.equal(sub.error.serverCode, "forbidden", "the server's code, when the frame has one");
   assert.deepEqual(events.named("error"), [sub.error]);
   assert.deepEqual(events.states(), ["failed"]);
   await assert.rejects(ready, (e) => e === sub.error);

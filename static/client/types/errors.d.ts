@@ -27,6 +27,7 @@ export class PulseError extends Error {
      * @param {number} [details.status]   the HTTP status (code "http")
      * @param {string} [details.reason]   the server's own words (error frame message, `detail`)
      * @param {boolean} [details.temporary] the client retries by itself
+     * @param {string | number} [details.serverCode] the server's own code for it, when it sends one
      * @param {unknown} [details.cause]
      */
     constructor(code: string, message: string, details?: {
@@ -34,6 +35,7 @@ export class PulseError extends Error {
         status?: number;
         reason?: string;
         temporary?: boolean;
+        serverCode?: string | number;
         cause?: unknown;
     });
     /** @type {string} */
@@ -46,4 +48,6 @@ export class PulseError extends Error {
     reason: string | null;
     /** @type {boolean} */
     temporary: boolean;
+    /** @type {string | number | null} */
+    serverCode: string | number | null;
 }
