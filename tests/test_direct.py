@@ -360,7 +360,7 @@ def test_close_codes_are_mirrored_in_the_browser_client():
 
     from quart_app.realtime.protocol import CloseCode
 
-    source = (Path(__file__).parent.parent / "static/js/codes.js").read_text()
+    source = (Path(__file__).parent.parent / "static/client/codes.js").read_text()
     mirrored = {name: int(code) for name, code in re.findall(r"^\s+([A-Z_]+): (\d+),", source,
                                                               re.M)}
     assert mirrored == {code.name: code.value for code in CloseCode}

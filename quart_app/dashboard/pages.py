@@ -46,8 +46,11 @@ CONTENT_TYPES = {
     ".webmanifest": "application/manifest+json",
     ".txt": "text/plain",
 }
-# Node's tests and package.json live under static/ but are no part of the page.
-HIDDEN_PREFIXES = (("js", "tests"), ("package.json",))
+# Node's tests, package files and installed dev dependencies live under static/ but are no part
+# of the page; the client package's modules (static/client/*.js) are, as /static/client/….
+HIDDEN_PREFIXES = (("js", "tests"), ("package.json",), ("client", "tests"),
+                   ("client", "node_modules"), ("client", "package.json"),
+                   ("client", "package-lock.json"), ("client", "tsconfig.json"))
 
 
 async def _file(relative: str) -> Response:

@@ -2,15 +2,16 @@
 //
 // Channels: `dashboard` (stats_update, feed_item, event_reminder, block_found), `gamification`
 // (badge_earned, level_up, streak_update), `leaderboard:{category}` (leaderboard_update) and the
-// caller's `user:{id}:achievements`. The realtime client (realtime.js) keeps them live across
-// reconnects and transports; when it cannot recover what was missed, or while it polls, the
+// caller's `user:{id}:achievements`. The realtime client (the pulse-realtime-client package in
+// static/client/, the same files other apps install) keeps them live across reconnects and
+// transports; when it cannot recover what was missed, or while it polls, the
 // page reloads the REST snapshot.
 //
 // Query options: ?transport=websocket|sse|polling pins the client to that rung (and below).
 
 import { ApiClient } from "./api.js";
 import { Leaderboard } from "./leaderboard.js";
-import { getClient } from "./realtime.js";
+import { getClient } from "../client/index.js";
 import {
   ConnectionIndicator, StatsCards, Toasts, badgeList, eventList, feedItem, feedList, tickTimes,
   upcomingEvent,
@@ -61,18 +62,18 @@ class Dashboard {
       onResync: () => this.reload().catch(() => {}),
       poll: () => this.reload(),
       onAuthRequired: () => this.reauthenticate(),
-      onError: (message) => console.warn("pulse:", message),
+      onError: (error) => console.warn("pulse:", error.message),
     });
   }
 
   async run() {
     const c = this.client;
     c.on("state", (state) => this.indicator.setState(state));
-    c.on("latency", () => this.indicator.render(c.metrics()));
+    c.on("metrics", (metrics) => this.indicator.render(metrics));
     c.subscribe("dashboard", (data) => this.onDashboard(data));
     c.subscribe("gamification", (data) => this.onGamification(data));
     c.subscribe(`user:${this.me.user_id}:achievements`, (data) => this.onAchievement(data));
-    this.offBoard = c.subscribe(`leaderboard:${this.category}`, (data) => this.onBoard(data));
+    this.board$ = c.subscribe(`leaderboard:${this.category}`, (data) => this.onBoard(data));
     this.wireTabs();
     c.connect();
     try {
@@ -172,8 +173,8 @@ class Dashboard {
         this.category = category;
         localStorage.setItem("pulse.category", category);
         select(category);
-        this.offBoard(); // the old category's channel goes when its last handler does
-        this.offBoard = this.client.subscribe(`leaderboard:${category}`, (data) => this.onBoard(data));
+        this.board$.unsubscribe(); // the old category's channel goes with its last subscription
+        this.board$ = this.client.subscribe(`leaderboard:${category}`, (data) => this.onBoard(data));
         try {
           const entries = await api.leaderboard(category, 10);
           if (this.category === category) this.board.load(category, entries);

@@ -6,8 +6,6 @@ import assert from "node:assert/strict";
 import {
   formatAgo, formatChange, formatCountdown, formatHashrate, formatInt, formatSI, parseTime,
 } from "../format.js";
-import { formatCursor, parseCursor, sseUrl } from "../transport_sse.js";
-import { wsUrl } from "../transport_ws.js";
 
 test("SI and hashrate formatting keep three significant digits", () => {
   assert.equal(formatHashrate(2.5e14), "250 TH/s");
@@ -36,16 +34,4 @@ test("changes, countdowns and ages", () => {
   assert.equal(formatAgo(3 * 3_600_000), "3 h ago");
   assert.equal(parseTime("2026-01-01T00:00:00"), Date.UTC(2026, 0, 1), "naive times are UTC");
   assert.equal(parseTime("2026-01-01T01:00:00+01:00"), Date.UTC(2026, 0, 1));
-});
-
-test("URLs: ws(s) from the page's scheme; the SSE cursor round-trips", () => {
-  assert.equal(wsUrl("http://h:8400/x?y=1"), "ws://h:8400/ws");
-  assert.equal(wsUrl("https://h/"), "wss://h/ws");
-  const cursor = formatCursor(new Map([["dashboard", 12], ["leaderboard:hashrate", 3], ["x", null]]));
-  assert.equal(cursor, "dashboard:12,leaderboard:hashrate:3");
-  assert.deepEqual([...parseCursor(cursor)], [["dashboard", 12], ["leaderboard:hashrate", 3]]);
-  const url = new URL(sseUrl("http://h/", ["a", "b"], cursor));
-  assert.equal(url.searchParams.get("channels"), "a,b");
-  assert.equal(url.searchParams.get("last_event_id"), cursor);
-  assert.equal(url.searchParams.get("token"), null);
 });

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import { CloseCode, closeCodeName, isAuthFailure, isPromptReconnect } from "../codes.js";
-import { tokenExpiry } from "../realtime.js";
+import { tokenExpiry } from "../client.js";
 import { fakeJwt, settle } from "./fakes.mjs";
 import { ackAll, advanceAlive, connectWs, openWs, setup } from "./helpers.mjs";
 

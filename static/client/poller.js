@@ -3,6 +3,8 @@
 // snapshot (the `poll` option). The same offset bookkeeping as push applies, so nothing is
 // delivered twice when push comes back.
 
+import { fetchHistory } from "./history.js";
+
 // `since` above any offset: /history then answers with no publications and the channel's latest
 // offset, which is how a channel the client never saw acknowledged learns where it stands.
 const LEARN_OFFSET = Number.MAX_SAFE_INTEGER;
@@ -10,7 +12,7 @@ const LEARN_OFFSET = Number.MAX_SAFE_INTEGER;
 export class Poller {
   /**
    * @param {object} o
-   * @param {object} o.client  the RealtimeClient (channels, options, publication routing)
+   * @param {any} o.client  the Client (channels, options, publication routing)
    * @param {Function|null} o.fetch
    * @param {boolean} o.enabled "polling" is among the client's transports
    * @param {number} o.intervalMs
@@ -56,15 +58,12 @@ export class Poller {
     const client = this._client;
     try {
       for (const ch of [...client.channels.values()]) {
-        const body = await this._history(ch.name, ch.last ?? LEARN_OFFSET);
+        const body = await this._history(ch);
         if (epoch !== this._epoch) return;
         if (body === null || client.channels.get(ch.name) !== ch) continue;
         ch.beginSubscribe(); // what /history returns is a replay, then an ack
-        for (const p of body.publications ?? []) {
-          client.channels.publication({ channel: ch.name, data: p.data, offset: p.offset },
-            this._t.now());
-        }
-        client.channels.acknowledged(ch.name, body.offset, body.recovered, this._t.now());
+        for (const p of body.publications ?? []) client.channels.publication({ ...p, channel: ch.name });
+        client.channels.acknowledged(ch.name, body);
       }
       await client.options.poll?.();
       if (epoch !== this._epoch) return;
@@ -76,30 +75,31 @@ export class Poller {
       if (epoch !== this._epoch) return;
       this.ok = false;
       this.tried = true;
-      client._pollFailed(error?.status);
+      client._pollFailed(/** @type {any} */ (error)?.status);
     } finally {
       this._busy = false;
     }
   }
 
-  /** The body of /history, null for a channel the server refuses (it is skipped), or throws. */
-  async _history(channel, since) {
+  /**
+   * The body of /history for `ch`, or null for a channel the server refuses (400/403: the
+   * subscription fails, as a refused subscribe does); throws on anything else.
+   * @param {import("./channel.js").Channel} ch
+   */
+  async _history(ch) {
     const client = this._client;
-    const url = new URL(client.options.paths.history, client.baseUrl);
-    url.searchParams.set("channel", channel);
-    url.searchParams.set("since", String(since));
-    const headers = { Accept: "application/json" };
-    const token = client.credentials.token;
-    if (token) headers.Authorization = `Bearer ${token}`;
-    const response = await this._fetch(url.toString(), {
-      headers, credentials: "same-origin", cache: "no-store",
-    });
-    if (response.status === 400 || response.status === 403) return null;
-    if (!response.ok) {
-      const error = new Error(`GET /history answered ${response.status}`);
-      error.status = response.status;
-      throw error;
+    const cursor = ch.cursor();
+    try {
+      return await fetchHistory({
+        fetch: this._fetch, url: client._url(client.options.paths.history), channel: ch.name,
+        cursor: cursor.since === undefined ? { since: LEARN_OFFSET } : cursor,
+        token: client.credentials.token, credentials: client.options.credentials,
+      });
+    } catch (error) {
+      const status = /** @type {any} */ (error)?.status;
+      if (status !== 400 && status !== 403) throw error;
+      client._refuse(ch.name, /** @type {any} */ (error).reason ?? /** @type {any} */ (error).message);
+      return null;
     }
-    return response.json();
   }
 }

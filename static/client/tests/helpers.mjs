@@ -1,6 +1,6 @@
 // A client wired to fakes, and the few steps most tests share.
 
-import { RealtimeClient } from "../realtime.js";
+import { RealtimeClient } from "../client.js";
 import {
   FakeClock, fakeEventSourceClass, fakeFetch, fakeWebSocketClass, settle,
 } from "./fakes.mjs";
@@ -56,12 +56,15 @@ export function ackAll(ws, offsets = {}, recovered = true) {
   }
 }
 
-/** Records what a handler received: [data, meta] pairs. */
+/** Records what a shorthand handler received: data, {channel, offset}, the publication. */
 export function recorder() {
   const calls = [];
-  const handler = (data, meta) => calls.push({ data, meta });
+  const handler = (data, publication) => calls.push({
+    data, meta: { channel: publication.channel, offset: publication.offset }, publication,
+  });
   handler.calls = calls;
   handler.offsets = () => calls.map((c) => c.meta.offset);
+  handler.userOffsets = () => calls.map((c) => c.publication.userOffset);
   return handler;
 }
 

@@ -1,10 +1,10 @@
 // The Server-Sent Events transport: GET /sse?channels=a,b, the same JSON frames as /ws.
 //
 // The channel set is part of the URL, so subscribing or unsubscribing means reopening the stream;
-// the cursor ("dashboard:12,mining:40", the format of the stream's `id:` lines) makes the server
-// resume each channel exactly like `subscribe` with `since` (DESIGN §9). EventSource would
-// reconnect by itself and send that cursor as the Last-Event-ID header; we close it on the first
-// error instead and reopen it from realtime.js, passing the same cursor as `last_event_id`, so
+// the cursor ("dashboard:12,mining:40", the format of the stream's `id:` lines; see formatCursor)
+// makes the server resume each channel exactly like `subscribe` with `since` (DESIGN §9).
+// EventSource would reconnect by itself and send that cursor as the Last-Event-ID header; we
+// close it on the first error instead and reopen it from client.js, passing the same cursor as `last_event_id`, so
 // that backoff, the fallback ladder and the move back to WebSocket stay in one place.
 
 export class SseTransport {
@@ -66,23 +66,53 @@ export class SseTransport {
   }
 }
 
-/** "a:1,b:2" from a Map or object of channel -> last offset (channels without one are left out). */
-export function formatCursor(offsets) {
+/**
+ * The resume cursor, "a:1,b:2", from a Map or object of channel -> Cursor (or a bare offset).
+ * Each part is `<channel>:<offset>[/<user_offset>][@<epoch>]`: the personal offset and the
+ * epoch only when known (DESIGN §9); channels without a shared offset are left out.
+ * @param {Map<string, import("./channel.js").Cursor | number> | Record<string, import("./channel.js").Cursor | number>} cursors
+ * @returns {string}
+ */
+export function formatCursor(cursors) {
   const parts = [];
-  for (const [channel, offset] of offsets instanceof Map ? offsets : Object.entries(offsets)) {
-    if (Number.isInteger(offset) && offset >= 0) parts.push(`${channel}:${offset}`);
+  for (const [channel, value] of cursors instanceof Map ? cursors : Object.entries(cursors)) {
+    const cursor = typeof value === "number" ? { since: value } : value ?? {};
+    const { since, user_since: userSince, epoch } = cursor;
+    if (!Number.isInteger(since) || /** @type {number} */ (since) < 0) continue;
+    let part = `${channel}:${since}`;
+    if (Number.isInteger(userSince) && /** @type {number} */ (userSince) >= 0) part += `/${userSince}`;
+    if (typeof epoch === "string" && epoch) part += `@${epoch}`;
+    parts.push(part);
   }
   return parts.join(",");
 }
 
-/** The inverse of formatCursor; malformed parts are skipped. */
+/**
+ * The inverse of formatCursor; malformed parts are skipped.
+ * @param {string | null | undefined} value
+ * @returns {Map<string, import("./channel.js").Cursor>}
+ */
 export function parseCursor(value) {
+  /** @type {Map<string, import("./channel.js").Cursor>} */
   const cursor = new Map();
-  for (const part of (value || "").split(",")) {
-    const at = part.lastIndexOf(":");
-    if (at <= 0) continue;
-    const offset = Number(part.slice(at + 1));
-    if (Number.isInteger(offset) && offset >= 0) cursor.set(part.slice(0, at).trim(), offset);
+  for (let part of (value || "").split(",")) {
+    /** @type {import("./channel.js").Cursor} */
+    const entry = {};
+    const at = part.indexOf("@");
+    if (at >= 0) {
+      entry.epoch = part.slice(at + 1);
+      part = part.slice(0, at);
+    }
+    const colon = part.lastIndexOf(":");
+    if (colon <= 0) continue;
+    const [since, userSince, extra] = part.slice(colon + 1).split("/");
+    if (extra !== undefined || !/^\d+$/.test(since)) continue;
+    entry.since = Number(since);
+    if (userSince !== undefined) {
+      if (!/^\d+$/.test(userSince)) continue;
+      entry.user_since = Number(userSince);
+    }
+    cursor.set(part.slice(0, colon).trim(), entry);
   }
   return cursor;
 }

@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { DEFAULTS } from "../realtime.js";
+import { DEFAULTS } from "../client.js";
 import { fakeFetch, settle } from "./fakes.mjs";
 import { ackAll, connectWs, openWs, recorder, setup } from "./helpers.mjs";
 
@@ -79,7 +79,9 @@ test("SSE failing too -> polling every 30 s (history + snapshot), then back to W
   const history = [];
   const fetch = fakeFetch((url) => {
     if (url.pathname === "/history") {
-      history.push(`${url.searchParams.get("channel")}@${url.searchParams.get("since")}`);
+      const since = url.searchParams.get("since");
+      // (A stream refused before opening makes the client probe its channels with a huge since.)
+      if (since !== String(Number.MAX_SAFE_INTEGER)) history.push(`${url.searchParams.get("channel")}@${since}`);
       return { body: { channel: "a", offset: 6, recovered: true, publications: [
         { channel: "a", data: { n: 6 }, offset: 6 }] } };
     }

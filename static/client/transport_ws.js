@@ -1,6 +1,6 @@
 // The WebSocket transport: one socket, JSON text frames, no policy.
 //
-// Reconnecting, auth and subscriptions belong to realtime.js; this module only opens the socket,
+// Reconnecting, auth and subscriptions belong to client.js; this module only opens the socket,
 // parses frames and reports how it closed. Authentication is by the `access_token` cookie, which
 // a same-origin WebSocket sends by itself, or by a first frame {"action":"auth","token":…}
 // (DESIGN §5); the token never goes into this URL.

@@ -1,0 +1,18 @@
+export { backoffDelay } from "./ladder.js";
+export { tokenExpiry } from "./credentials.js";
+export { VERSION } from "./version.js";
+export type ClientOptions = import("./options.js").ClientOptions;
+export type SubscribeOptions = import("./client.js").SubscribeOptions;
+export type StateEvent = import("./client.js").StateEvent;
+export type Metrics = import("./client.js").Metrics;
+export type Publication = import("./subscription.js").Publication;
+export type SubscribedEvent = import("./subscription.js").SubscribedEvent;
+export type UnsubscribedEvent = import("./subscription.js").UnsubscribedEvent;
+export type StateChange = import("./subscription.js").StateChange;
+export type HistoryPage = import("./history.js").HistoryPage;
+export type HistoryPublication = import("./history.js").HistoryPublication;
+export { Client, RealtimeClient, getClient, DEFAULTS, Mode } from "./client.js";
+export { Subscription, SubscriptionState } from "./subscription.js";
+export { PulseError, ErrorCode } from "./errors.js";
+export { CloseCode, closeCodeName, isAuthFailure, isPromptReconnect } from "./codes.js";
+export { formatCursor, parseCursor } from "./transport_sse.js";
