@@ -15,6 +15,7 @@ class TcpProxy:
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._up = True
+        self.stall_next_reply = 0.0  # seconds to hold the next server reply (then it flows)
 
     async def start(self) -> "TcpProxy":
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port or 0)
@@ -31,14 +32,18 @@ class TcpProxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer),
+                             self._pipe(up_reader, writer, replies=True))
 
-    async def _pipe(self, reader, writer) -> None:
+    async def _pipe(self, reader, writer, replies: bool = False) -> None:
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if replies and self.stall_next_reply:
+                    stall, self.stall_next_reply = self.stall_next_reply, 0.0
+                    await asyncio.sleep(stall)  # the server did the work; its answer is late
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):

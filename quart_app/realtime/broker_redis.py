@@ -115,8 +115,10 @@ class RedisBroker:
         prefix: str = "pulse:",
         history_size: int = 1000,
         history_ttl_seconds: float = 600.0,
+        socket_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        self._socket_timeout = socket_timeout
         self.prefix = prefix
         self._size = history_size
         self._ttl_ms = int(history_ttl_seconds * 1000)
@@ -135,7 +137,8 @@ class RedisBroker:
         # A blocking pool: a burst of subscribes waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url, max_connections=POOL_SIZE, timeout=5, socket_connect_timeout=2,
-            socket_timeout=5, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            socket_timeout=self._socket_timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self._redis = aioredis.Redis(connection_pool=pool)
         # The listener's own connection never retries behind our back: a silent reconnect would
