@@ -94,6 +94,7 @@ class Settings:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    namespaces_file: str | None = None    # PULSE_NAMESPACES: a TOML file (docs/namespaces.md)
 
     @property
     def production(self) -> bool:
@@ -262,7 +263,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             trust_proxy=_bool(env, "PULSE_TRUST_PROXY", False),
         ),
         auth=_auth(env),
+        namespaces_file=_namespaces_file(env),
     )
+
+
+def _namespaces_file(env: Mapping[str, str]) -> str | None:
+    """``PULSE_NAMESPACES``: read and validated now, so a bad file stops the start."""
+    path = (env.get("PULSE_NAMESPACES") or "").strip() or None
+    if path is not None:
+        from .realtime.namespaces import NamespaceError, load_file
+
+        try:
+            load_file(path)
+        except NamespaceError as exc:
+            raise ConfigError(f"PULSE_NAMESPACES: {exc}") from None
+    return path
 
 
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ class MemoryBroker:
         self._offsets: dict[str, int] = {}          # stream -> last offset
         self._epochs: dict[str, str] = {}           # stream -> epoch
         self._history: dict[str, deque[Publication]] = {}
+        self._ttls: dict[str, float] = {}            # streams whose namespace sets its own TTL
         self._ids: dict[str, tuple[int, str, float, Publication]] = {}  # id -> offset, hash, until
         self._pending: deque[Publication] = deque()
         self._wakeup = asyncio.Event()
@@ -45,7 +46,8 @@ class MemoryBroker:
 
     async def publish(self, channel: str, data: dict, *, user: int | None = None,
                       publication_id: str | None = None, body_hash: str = "",
-                      id_ttl_seconds: float = 600.0) -> Publication:
+                      id_ttl_seconds: float = 600.0, history_size: int | None = None,
+                      history_ttl_seconds: float | None = None) -> Publication:
         if self._closed:
             raise ConnectionError("memory broker is closed")
         now = time.time()
@@ -67,12 +69,15 @@ class MemoryBroker:
         publication = Publication(channel, data, offset,
                                   publication_frame(channel, frame_data, offset, user is not None),
                                   now, user)
+        size = self._size if history_size is None else history_size
         history = self._history.get(stream)
-        if history is None:
-            history = self._history[stream] = deque(maxlen=self._size)
+        if history is None or history.maxlen != size:
+            history = self._history[stream] = deque(history or (), maxlen=size)
+        if history_ttl_seconds is not None:
+            self._ttls[stream] = history_ttl_seconds
         history.append(publication)
-        if user is not None:
-            self._trim(stream)  # a user's space is trimmed as it grows, not only when read
+        if user is not None or history_ttl_seconds is not None:
+            self._trim(stream)  # trimmed as it grows too, not only when read
         if publication_id is not None:
             if len(self._ids) > 100_000:
                 self._ids = {k: v for k, v in self._ids.items() if v[2] > now}
@@ -85,7 +90,7 @@ class MemoryBroker:
         history = self._history.get(stream)
         if history is None:
             return None
-        horizon = time.time() - self._ttl
+        horizon = time.time() - self._ttls.get(stream, self._ttl)
         while history and history[0].published_at < horizon:
             history.popleft()
         return history

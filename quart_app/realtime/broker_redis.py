@@ -178,8 +178,12 @@ class RedisBroker:
 
     async def publish(self, channel: str, data: dict, *, user: int | None = None,
                       publication_id: str | None = None, body_hash: str = "",
-                      id_ttl_seconds: float = 600.0) -> Publication:
+                      id_ttl_seconds: float = 600.0, history_size: int | None = None,
+                      history_ttl_seconds: float | None = None) -> Publication:
         data_json = encode_json(data)
+        size = self._size if history_size is None else history_size
+        ttl_ms = self._ttl_ms if history_ttl_seconds is None else \
+            max(1, int(history_ttl_seconds * 1000))
         stream = stream_name(channel, user)
         now = time.time()
         id_key = self._key("pubid", f"{channel}:{publication_id}") if publication_id else \
@@ -187,8 +191,8 @@ class RedisBroker:
         offset, epoch, duplicate, stored_hash = await self._script(
             keys=[self._key("offset", stream), self._key("history", stream),
                   self._key("epoch", stream), id_key],
-            args=[self._key("ch", channel), encode_json(channel), data_json, self._size,
-                  self._ttl_ms, repr(now),
+            args=[self._key("ch", channel), encode_json(channel), data_json, size,
+                  ttl_ms, repr(now),
                   int(id_ttl_seconds * 1000) if publication_id else 0, body_hash,
                   1 if user is not None else 0, USER_STREAM_TTL_MS],
         )
@@ -200,6 +204,13 @@ class RedisBroker:
             publication.stored_hash = stored_hash.decode() if isinstance(stored_hash, bytes) \
                 else str(stored_hash)
         return publication
+
+    def _held(self, channel: str) -> int:
+        """How many publications the channel's history keeps (its namespace, or the default)."""
+        from .namespaces import history_limits
+
+        size = history_limits(channel)[0]
+        return self._size if size is None else size
 
     async def latest(self, channel: str, *, user: int | None = None) -> tuple[int, str]:
         stream = stream_name(channel, user)
@@ -216,7 +227,7 @@ class RedisBroker:
         latest, entries, current = await self._history_script(
             keys=[self._key("offset", stream), self._key("history", stream),
                   self._key("epoch", stream)],
-            args=[since, self._size])
+            args=[since, self._held(channel)])
         latest = int(latest)
         current = current.decode() if isinstance(current, bytes) else str(current)
         publications = []

@@ -127,5 +127,7 @@ class Engine:
             publication_id, ttl = uuid.uuid4().hex, AUTO_ID_TTL_SECONDS
         else:
             ttl = id_ttl_seconds or KEY_ID_TTL_SECONDS
+        size, keep = namespaces.history_limits(channel)
         return await self.broker.publish(channel, data, user=user, publication_id=publication_id,
-                                         body_hash=body_hash, id_ttl_seconds=ttl)
+                                         body_hash=body_hash, id_ttl_seconds=ttl,
+                                         history_size=size, history_ttl_seconds=keep)

@@ -19,7 +19,6 @@ from typing import Any, Callable
 from . import namespaces, protocol
 from .auth import Principal
 from .broker import Broker, Publication, stream_name
-from .namespaces import USER_TARGETED_CHANNELS
 from .outbox import Outbox
 
 _ids = itertools.count(1)
@@ -276,7 +275,7 @@ class Hub:
             return 0
         if user is not None:
             members = [c for c in self._users.get(user, ()) if channel in c.subs]
-        elif channel in USER_TARGETED_CHANNELS:
+        elif namespaces.targets_user(channel):
             # In the shared space but for one user (a raw seed PUBLISH, or a publish that did
             # not go through Engine.publish): still only to that user.
             user_id = publication.user_id

@@ -1,23 +1,37 @@
-"""The channel table (DESIGN §7): which names exist and who may join them.
+"""Channel namespaces (docs/namespaces.md): which channel names exist, who may subscribe, how
+long their history is, whether publications carrying ``user_id`` go only to that user, and which
+event types are latest-value (conflated for a slow client).
 
-One row per shape. ``check(channel, principal)`` returns ``None`` when the caller may subscribe,
-otherwise the error message the client gets. Channel names stay within 128 characters of
-``[A-Za-z0-9_-]`` segments separated by ``:``.
+A namespace declares a shape of literal segments and named variables separated by ``:``::
+
+    project:{project}:events         # any segment value
+    user:{id:int}:{kind:progress|achievements|rank-changes}
+    activity:{kind:feed|achievements|high-scores}
+
+and a subscribe rule: ``anyone``; ``owner:<var>`` (the variable equals the token's ``sub``);
+``member:<var>:<claim>`` (the variable's value is in the token's list claim); ``token`` (the
+token's ``channels`` claim lists the channel, ``*`` matching any run of characters); ``none``
+(published to by servers only).
+
+The built-in table (:data:`BUILTIN`) is the reference app's; an operator adds or overrides
+namespaces by name in a TOML file (``PULSE_NAMESPACES``, :func:`load_file`), validated at start.
+Channel names stay within 128 characters of ``[A-Za-z0-9_-]`` segments separated by ``:``.
 """
 from __future__ import annotations
 
+import fnmatch
 import re
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 from .auth import Principal
 
-STATIC_CHANNELS = frozenset({"mining", "dashboard", "gamification", "competition"})
+MAX_CHANNEL_LENGTH = 128
+_SEGMENT = r"[A-Za-z0-9_-]{1,64}"
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+RULES = ("anyone", "owner", "member", "token", "none")
 
-# Publications carrying `user_id` on these go only to that user's connections (send-to-user).
-USER_TARGETED_CHANNELS = frozenset({"mining", "gamification", "dashboard"})
-
-# Seed 000 §3.3.3: raw Redis pub/sub channel -> WebSocket channel.
+# Seed 000 §3.3.3: raw Redis pub/sub channel -> channel (served best-effort, without offsets).
 SEED_CHANNEL_MAP = {
     "pubsub:share_submitted": "mining",
     "pubsub:worker_status": "mining",
@@ -34,72 +48,273 @@ SEED_CHANNEL_MAP = {
 }
 SEED_REDIS_CHANNELS = tuple(SEED_CHANNEL_MAP)
 
-_SEGMENT = r"[A-Za-z0-9_-]{1,64}"
-MAX_CHANNEL_LENGTH = 128
+
+class NamespaceError(ValueError):
+    """A namespace definition that cannot be used (the message names what and why)."""
 
 
-def _anyone(_match: re.Match, _who: Principal) -> str | None:
-    return None
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    pattern: str
+    subscribe: str = "anyone"
+    history_size: int | None = None          # None: the service default (PULSE_HISTORY_SIZE)
+    history_ttl_seconds: float | None = None
+    user_targeted: bool = False
+    latest_value: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", _compile(self.pattern))
+        _check_rule(self.subscribe, self.regex)
+
+    def may_join(self, match: re.Match, who: Principal, channel: str) -> str | None:
+        kind, _, rest = self.subscribe.partition(":")
+        if kind == "anyone":
+            return None
+        if kind == "none":
+            return f"Forbidden channel: {channel} (published by the server only)"
+        if kind == "owner":
+            if match.group(rest) != str(who.user_id):
+                return f"Forbidden channel: {channel} belongs to another user"
+            return None
+        if kind == "member":
+            var, _, claim = rest.partition(":")
+            values = who.projects if claim == "projects" else who.claims.get(claim)
+            if not isinstance(values, (list, tuple, set, frozenset)) or \
+                    match.group(var) not in {str(v) for v in values}:
+                return f"Forbidden channel: {channel} (not a member per the {claim!r} claim)"
+            return None
+        allowed = who.claims.get("channels")  # "token"
+        if isinstance(allowed, list) and any(
+                isinstance(p, str) and fnmatch.fnmatchcase(channel, p) for p in allowed):
+            return None
+        return f"Forbidden channel: {channel} (not in the token's 'channels' claim)"
 
 
-def _owner_only(match: re.Match, who: Principal) -> str | None:
-    if match.group("id") != str(who.user_id):
-        return f"Forbidden channel: {match.string} belongs to another user"
-    return None
+def _compile(pattern: str) -> re.Pattern:
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_CHANNEL_LENGTH:
+        raise NamespaceError("'pattern' must be a non-empty string of at most 128 characters")
+    parts, pos, names = [], 0, set()
+    for found in _VAR.finditer(pattern):
+        literal = pattern[pos:found.start()]
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]*", literal):
+            raise NamespaceError(f"pattern {pattern!r}: literal text may only use "
+                                 "letters, digits, '_', '.', '-' and ':'")
+        parts.append(re.escape(literal))
+        name, kind = found.group(1), found.group(2)
+        if name in names:
+            raise NamespaceError(f"pattern {pattern!r}: variable {name!r} appears twice")
+        names.add(name)
+        if kind is None or kind == "":
+            body = _SEGMENT
+        elif kind == "int":
+            body = "[0-9]{1,19}"
+        else:
+            choices = kind.split("|")
+            if not all(re.fullmatch(_SEGMENT, c) for c in choices):
+                raise NamespaceError(f"pattern {pattern!r}: {{{name}:{kind}}} must be 'int' or "
+                                     "choices like a|b|c of segment characters")
+            body = "|".join(re.escape(c) for c in choices)
+        parts.append(f"(?P<{name}>{body})")
+        pos = found.end()
+    tail = pattern[pos:]
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]*", tail):
+        raise NamespaceError(f"pattern {pattern!r}: literal text may only use letters, digits, "
+                             "'_', '.', '-' and ':'")
+    parts.append(re.escape(tail))
+    return re.compile("".join(parts))
 
 
-def _project_member(match: re.Match, who: Principal) -> str | None:
-    if match.group("id") not in who.projects:
-        return f"Forbidden channel: {match.string} (not a member of this project)"
-    return None
+def _check_rule(rule: str, regex: re.Pattern) -> None:
+    kind, _, rest = rule.partition(":") if isinstance(rule, str) else ("", "", "")
+    if kind not in RULES:
+        raise NamespaceError(f"'subscribe' must be one of anyone, owner:<var>, "
+                             f"member:<var>:<claim>, token, none; got {rule!r}")
+    if kind == "owner" and rest not in regex.groupindex:
+        raise NamespaceError(f"'subscribe' = {rule!r}: the pattern has no variable {rest!r}")
+    if kind == "member":
+        var, _, claim = rest.partition(":")
+        if var not in regex.groupindex or not claim:
+            raise NamespaceError(f"'subscribe' = {rule!r}: use member:<variable>:<claim>")
+    if kind in ("anyone", "token", "none") and rest:
+        raise NamespaceError(f"'subscribe' = {rule!r} takes no argument")
 
 
-@dataclass(frozen=True, slots=True)
-class ChannelRule:
-    pattern: re.Pattern
-    may_join: Callable[[re.Match, Principal], str | None]
+_KEY = ("user_id", "worker", "category")
+_LATEST = {"stats_update": _KEY, "hashrate_update": _KEY, "leaderboard_update": _KEY}
 
-
-RULES: tuple[ChannelRule, ...] = (
-    ChannelRule(re.compile(r"(mining|dashboard|gamification|competition)"), _anyone),
-    ChannelRule(re.compile(rf"leaderboard:{_SEGMENT}"), _anyone),
-    ChannelRule(re.compile(r"activity:(feed|achievements|high-scores)"), _anyone),
-    ChannelRule(re.compile(rf"session:{_SEGMENT}:(live|competitors)"), _anyone),
-    ChannelRule(re.compile(r"user:(?P<id>[0-9]{1,19}):(progress|achievements|rank-changes)"),
-                _owner_only),
-    ChannelRule(re.compile(rf"project:(?P<id>{_SEGMENT}):events"), _project_member),
+BUILTIN: tuple[Namespace, ...] = (
+    Namespace("mining", "mining", user_targeted=True, latest_value=_LATEST),
+    Namespace("dashboard", "dashboard", user_targeted=True, latest_value=_LATEST),
+    Namespace("gamification", "gamification", user_targeted=True, latest_value=_LATEST),
+    Namespace("competition", "competition", latest_value=_LATEST),
+    Namespace("leaderboard", "leaderboard:{category}", latest_value=_LATEST),
+    Namespace("activity", "activity:{kind:feed|achievements|high-scores}"),
+    Namespace("session", "session:{id}:{part:live|competitors}"),
+    Namespace("user", "user:{id:int}:{kind:progress|achievements|rank-changes}",
+              subscribe="owner:id"),
+    Namespace("project", "project:{project}:events", subscribe="member:project:projects"),
 )
+
+
+class Registry:
+    """Namespaces in the order they are tried; the first whose pattern matches decides."""
+
+    def __init__(self, namespaces: Iterable[Namespace]) -> None:
+        self.namespaces = tuple(namespaces)
+        self._cache: dict[str, tuple[Namespace, re.Match] | None] = {}
+
+    def find(self, channel: object) -> tuple[Namespace, re.Match] | None:
+        if not isinstance(channel, str) or not channel or len(channel) > MAX_CHANNEL_LENGTH:
+            return None
+        cache = self._cache
+        if channel in cache:
+            return cache[channel]
+        found = None
+        for ns in self.namespaces:
+            match = ns.regex.fullmatch(channel)
+            if match:
+                found = (ns, match)
+                break
+        if len(cache) > 50_000:
+            cache.clear()
+        cache[channel] = found
+        return found
+
+    def merged(self, extra: Iterable[Namespace]) -> "Registry":
+        """This table with ``extra`` replacing namespaces of the same name, new ones first."""
+        extra = tuple(extra)
+        names = {ns.name for ns in extra}
+        return Registry(extra + tuple(ns for ns in self.namespaces if ns.name not in names))
+
+
+_registry = Registry(BUILTIN)
+
+
+def install(registry: Registry) -> None:
+    """Make ``registry`` the process's table (create_app does, from PULSE_NAMESPACES)."""
+    global _registry
+    _registry = registry
+
+
+def current() -> Registry:
+    return _registry
+
+
+def load_file(path: str, base: Registry | None = None) -> Registry:
+    """The built-in table merged with the namespaces of a TOML file::
+
+        [namespaces.project]
+        pattern = "project:{project}:events"
+        subscribe = "member:project:projects"
+        history_size = 500
+        history_ttl_seconds = 3600
+        user_targeted = false
+        latest_value = { "agent_status" = ["agent_id"] }
+
+    Raises :class:`NamespaceError` naming the file, the namespace and the problem."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise NamespaceError(f"{path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise NamespaceError(f"{path}: not valid TOML ({exc})") from None
+    table = data.get("namespaces")
+    unknown = set(data) - {"namespaces"}
+    if unknown or not isinstance(table, dict) or not table:
+        raise NamespaceError(f"{path}: expected [namespaces.<name>] tables only"
+                             + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
+    extra = [_namespace(path, name, spec) for name, spec in table.items()]
+    return (base or Registry(BUILTIN)).merged(extra)
+
+
+_KEYS = {"pattern", "subscribe", "history_size", "history_ttl_seconds", "user_targeted",
+         "latest_value"}
+
+
+def _namespace(path: str, name: str, spec: Any) -> Namespace:
+    where = f"{path}: namespace {name!r}"
+    if not isinstance(spec, dict):
+        raise NamespaceError(f"{where}: must be a table")
+    unknown = set(spec) - _KEYS
+    if unknown:
+        raise NamespaceError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(_KEYS))})")
+    if "pattern" not in spec:
+        raise NamespaceError(f"{where}: 'pattern' is required")
+    size, ttl = spec.get("history_size"), spec.get("history_ttl_seconds")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                             or not 0 <= size <= 1_000_000):
+        raise NamespaceError(f"{where}: 'history_size' must be an integer from 0 to 1000000")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                            or not 0 <= ttl <= 30 * 86400):
+        raise NamespaceError(f"{where}: 'history_ttl_seconds' must be 0 to 2592000")
+    targeted = spec.get("user_targeted", False)
+    if not isinstance(targeted, bool):
+        raise NamespaceError(f"{where}: 'user_targeted' must be true or false")
+    latest = spec.get("latest_value", {})
+    if not isinstance(latest, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(f, str) for f in v)
+            for k, v in latest.items()):
+        raise NamespaceError(f"{where}: 'latest_value' must map event types to lists of "
+                             "key field names")
+    try:
+        return Namespace(name, spec["pattern"], spec.get("subscribe", "anyone"), size,
+                         None if ttl is None else float(ttl), targeted,
+                         {k: tuple(v) for k, v in latest.items()})
+    except NamespaceError as exc:
+        raise NamespaceError(f"{where}: {exc}") from None
+
+
+# -- what the engine asks -------------------------------------------------------------------
+def namespace_of(channel: object) -> Namespace | None:
+    found = _registry.find(channel)
+    return found[0] if found else None
 
 
 def is_valid(channel: object) -> bool:
     """True if ``channel`` names a channel that exists (whoever may join it)."""
-    return (
-        isinstance(channel, str)
-        and len(channel) <= MAX_CHANNEL_LENGTH
-        and any(rule.pattern.fullmatch(channel) for rule in RULES)
-    )
+    return _registry.find(channel) is not None
 
 
 def check(channel: object, who: Principal) -> str | None:
     """None if ``who`` may subscribe to ``channel``; otherwise the error message to send."""
     if not isinstance(channel, str) or not channel:
         return "Missing or invalid 'channel': a non-empty string is required"
-    if len(channel) <= MAX_CHANNEL_LENGTH:
-        for rule in RULES:
-            match = rule.pattern.fullmatch(channel)
-            if match:
-                return rule.may_join(match, who)
+    found = _registry.find(channel)
+    if found is not None:
+        return found[0].may_join(found[1], who, channel)
     shown = channel if len(channel) <= 64 else channel[:64] + "…"
     return f"Invalid channel: {shown}"
 
 
 def is_public(channel: str) -> bool:
-    """True if anyone may join ``channel``; False for owner- or member-only ones (and invalid)."""
-    for rule in RULES:
-        if rule.pattern.fullmatch(channel):
-            return rule.may_join is _anyone
-    return False
+    """True if anyone may join ``channel``; False for restricted ones (and invalid names)."""
+    ns = namespace_of(channel)
+    return ns is not None and ns.subscribe == "anyone"
 
 
 def targets_user(channel: str) -> bool:
-    return channel in USER_TARGETED_CHANNELS
+    ns = namespace_of(channel)
+    return ns is not None and ns.user_targeted
+
+
+def latest_value_key(channel: str, event_type: str | None, data: Mapping) -> tuple | None:
+    """The conflation key of a latest-value event (a newer one with the same key supersedes
+    it for a slow client), or None for an event that must be kept."""
+    ns = namespace_of(channel)
+    if ns is None or event_type is None:
+        return None
+    fields = ns.latest_value.get(event_type)
+    if fields is None:
+        return None
+    return (channel, event_type, *(str(data.get(f)) for f in fields))
+
+
+def history_limits(channel: str) -> tuple[int | None, float | None]:
+    ns = namespace_of(channel)
+    return (ns.history_size, ns.history_ttl_seconds) if ns else (None, None)

@@ -20,16 +20,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-LATEST_VALUE_TYPES = frozenset({"stats_update", "hashrate_update", "leaderboard_update"})
-
+from .namespaces import latest_value_key
 
 def conflation_key(item: Any) -> tuple | None:
-    """Items with the same key supersede each other; None for everything that must be kept."""
-    kind = item.event_type
-    if kind not in LATEST_VALUE_TYPES:
+    """Items with the same key supersede each other (the channel's namespace says which event
+    types are latest-value, and their key fields); None for everything that must be kept."""
+    channel = item.channel
+    if channel is None:
         return None
-    data = item.data
-    return (item.channel, kind, data.get("user_id"), data.get("worker"), data.get("category"))
+    return latest_value_key(channel, item.event_type, item.data)
 
 
 class Outbox:

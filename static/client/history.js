@@ -69,8 +69,8 @@ export async function fetchHistory({ fetch, url, channel, cursor = {}, limit, to
   }
   const body = await response.json();
   const all = Array.isArray(body.publications) ? body.publications : [];
-  // The server has no limit (yet): the page is cut here, oldest first, so `since` = the last
-  // offset returned continues where it stopped.
+  // The server cuts the page at `limit` and says `more`; a server without `limit` is cut here
+  // (oldest first), so `since` = the last offset returned continues where it stopped.
   const publications = limit !== undefined && limit >= 0 ? all.slice(0, limit) : all;
-  return { ...body, publications, truncated: publications.length < all.length };
+  return { ...body, publications, truncated: body.more === true || publications.length < all.length };
 }
