@@ -144,6 +144,18 @@ def test_reader_message_size_counts_every_fragment():
     assert events[0][1][2:4] == struct.pack(">H", 1009)
 
 
+def test_reader_answers_a_close_inside_a_fragmented_message_with_its_code():
+    """RFC 6455 §5.4: control frames may come between fragments. Before: websockets failed the
+    connection with 1002 "incomplete fragmented message" (Autobahn case 7.1.5)."""
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"fragment1", fin=False) + _close_frame(1000, b"bye")
+                         + frame(b"fragment2", opcode=0x0))
+    assert events == [("closed", 1000, "bye"), ("write", b"\x88\x05\x03\xe8bye"), ("eof",)]
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"fragment1", fin=False) + frame(b"", opcode=0x8))
+    assert events == [("closed", 1005, ""), ("write", b"\x88\x00"), ("eof",)]
+
+
 def test_reader_drops_pongs_while_writes_back_up():
     reader = FrameReader(1024)
     assert reader.feed(frame(b"a", opcode=0x9), backlog=0) == [("write", b"\x8a\x01a")]

@@ -193,6 +193,15 @@ class FrameReader:
         if isinstance(exc, PayloadTooBig) and (exc.size or 0) >= 1 << 63:
             # A 64-bit length with its top bit set is malformed (RFC 6455 §5.2), not too big.
             writes = [close_frame(1002, "Invalid frame length") if w else w for w in writes]
+        elif isinstance(exc, ProtocolError) and proto.close_rcvd is not None:
+            # A close frame inside a fragmented message is allowed (RFC 6455 §5.4: control
+            # frames may be injected); websockets fails it with 1002, so answer it as any close,
+            # echoing its code (Autobahn case 7.1.5). It never reached events_received().
+            close = proto.close_rcvd
+            echo = b"\x88\x00" if close.code == 1005 else close_frame(close.code, close.reason)
+            writes = [echo if w[:1] == b"\x88" else w for w in writes]
+            self._parts = self._decoder = None
+            events.append(("closed", close.code, close.reason))
         for chunk in writes:
             if chunk:
                 events.append(("write", chunk))
