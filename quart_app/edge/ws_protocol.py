@@ -111,10 +111,11 @@ class FrameReader:
                     proto.fail(1008, "Too many frames")
                     self._parts = self._decoder = None
                     break
-                self._frame(frame, events, backlog)
-                if self.closed or proto.state is not OPEN:
-                    break
-            self._writes(proto, events)
+                # Not proto.state: the library has parsed the whole slice, so a close or an
+                # error later in it must not cut off the frames before it.
+                if self._frame(frame, events):
+                    break  # we failed the connection: nothing more is read
+            backlog = self._writes(proto, events, backlog)
             if self.closed or proto.parser_exc is not None or proto.state is not OPEN:
                 break
         self._release()
@@ -126,29 +127,22 @@ class FrameReader:
         self._tokens = min(2.0 * rate, self._tokens + (now - self._stamp) * rate)
         self._stamp = now
 
-    def _frame(self, frame: Any, events: list[Event], backlog: int) -> None:
-        proto = self._proto
-        assert proto is not None
+    def _frame(self, frame: Any, events: list[Event]) -> bool | None:
+        """Handle one frame; True if it failed the connection."""
         opcode = frame.opcode
-        if opcode is Opcode.PING:
-            # The library queued the pong; keep it only while the client reads.
-            writes = proto.data_to_send()
-            if backlog + sum(map(len, writes)) <= PONG_BACKLOG and not self.closing:
-                events.extend(("write", chunk) for chunk in writes)
-            return
-        if opcode is Opcode.PONG:
-            return
+        if opcode is Opcode.PING or opcode is Opcode.PONG:
+            return None  # the library queued the pong: _writes keeps it while the client reads
         if opcode is Opcode.CLOSE:
-            close = proto.close_rcvd
+            close = self._proto.close_rcvd  # type: ignore[union-attr]
             self._parts = self._decoder = None
             events.append(("closed", close.code if close else 1005, close.reason if close else ""))
-            return
+            return None
         if self.closing:
-            return  # we are closing: the client's data no longer matters
+            return None  # we are closing: the client's data no longer matters
         if opcode is Opcode.CONT:
             parts = self._parts
             if parts is None:  # the library already refused a stray continuation
-                return
+                return None
             parts.append(frame.data)
             if len(parts) > self.max_fragments:
                 return self._fail(1009, f"Message in too many fragments "
@@ -162,11 +156,11 @@ class FrameReader:
                 try:
                     events.append(("message", frame.data.decode()))
                 except UnicodeDecodeError:
-                    self._fail(1007, "Invalid UTF-8 in a text frame")
-                return
+                    return self._fail(1007, "Invalid UTF-8 in a text frame")
+                return None
             else:
                 events.append(("message", bytes(frame.data)))
-                return
+                return None
         decoder = self._decoder
         if decoder is not None:
             try:
@@ -180,19 +174,23 @@ class FrameReader:
             events.append(("message", payload.decode() if decoder is not None else payload))
         return None
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: int, reason: str) -> bool:
         proto = self._proto
         assert proto is not None
         self._parts = self._decoder = None
         if proto.state is OPEN:
             proto.fail(code, reason)
+        return True
 
-    def _writes(self, proto: Protocol, events: list[Event]) -> None:
+    def _writes(self, proto: Protocol, events: list[Event], backlog: int) -> int:
+        """What the library queued, as events; returns ``backlog`` plus what was kept. A pong
+        is kept only while the client reads: it is dropped past PONG_BACKLOG or once closing."""
         writes = proto.data_to_send()
         exc = proto.parser_exc
         if isinstance(exc, PayloadTooBig) and (exc.size or 0) >= 1 << 63:
             # A 64-bit length with its top bit set is malformed (RFC 6455 §5.2), not too big.
-            writes = [close_frame(1002, "Invalid frame length") if w else w for w in writes]
+            writes = [close_frame(1002, "Invalid frame length") if w[:1] == b"\x88" else w
+                      for w in writes]
         elif isinstance(exc, ProtocolError) and proto.close_rcvd is not None:
             # A close frame inside a fragmented message is allowed (RFC 6455 §5.4: control
             # frames may be injected); websockets fails it with 1002, so answer it as any close,
@@ -203,13 +201,17 @@ class FrameReader:
             self._parts = self._decoder = None
             events.append(("closed", close.code, close.reason))
         for chunk in writes:
+            if chunk[:1] == b"\x8a" and (self.closing or backlog + len(chunk) > PONG_BACKLOG):
+                continue
             if chunk:
+                backlog += len(chunk)
                 events.append(("write", chunk))
             else:  # the library's end of stream: close TCP, read nothing more
                 events.append(("eof",))
                 self.closed = True
         if proto.state is not OPEN and not self.closed and not self.closing:
             self.closing = True
+        return backlog
 
     def _release(self) -> None:
         """Let go of the parser between frames of an open connection."""
