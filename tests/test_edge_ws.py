@@ -181,6 +181,14 @@ def test_reader_a_pong_does_not_swallow_the_close_after_it(after, code):
     assert [e[0] for e in events][-2:] == ["write", "eof"] and events[-2][1][0] == 0x88
 
 
+def test_reader_answers_pings_in_order_with_the_messages_around_them():
+    """A ping between two fragments is answered before the message they make (Autobahn 5.6)."""
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"a", fin=False) + frame(b"p", opcode=0x9)
+                         + frame(b"b", opcode=0x0) + frame(b"q", opcode=0x9))
+    assert events == [("write", b"\x8a\x01p"), ("message", "ab"), ("write", b"\x8a\x01q")]
+
+
 def test_reader_drops_pongs_while_writes_back_up():
     reader = FrameReader(1024)
     assert reader.feed(frame(b"a", opcode=0x9), backlog=0) == [("write", b"\x8a\x01a")]

@@ -100,6 +100,7 @@ class FrameReader:
             return []
         proto = self._parser()
         events: list[Event] = []
+        queued: list[bytes] = []  # the library's writes taken early, not yet events
         for start in range(0, len(data), SLICE):
             proto.receive_data(data[start:start + SLICE])
             frames = proto.events_received()
@@ -111,11 +112,19 @@ class FrameReader:
                     proto.fail(1008, "Too many frames")
                     self._parts = self._decoder = None
                     break
+                if frame.opcode is Opcode.PING:
+                    # Its pong goes out in order with the messages around it (Autobahn 5.6);
+                    # what the library queued after it (a close, the end of stream) waits.
+                    queued += proto.data_to_send()
+                    if queued and queued[0][:1] == b"\x8a":
+                        backlog = self._emit([queued.pop(0)], events, backlog)
+                    continue
                 # Not proto.state: the library has parsed the whole slice, so a close or an
                 # error later in it must not cut off the frames before it.
                 if self._frame(frame, events):
                     break  # we failed the connection: nothing more is read
-            backlog = self._writes(proto, events, backlog)
+            backlog = self._writes(proto, events, backlog, queued)
+            queued = []
             if self.closed or proto.parser_exc is not None or proto.state is not OPEN:
                 break
         self._release()
@@ -130,8 +139,8 @@ class FrameReader:
     def _frame(self, frame: Any, events: list[Event]) -> bool | None:
         """Handle one frame; True if it failed the connection."""
         opcode = frame.opcode
-        if opcode is Opcode.PING or opcode is Opcode.PONG:
-            return None  # the library queued the pong: _writes keeps it while the client reads
+        if opcode is Opcode.PONG:
+            return None
         if opcode is Opcode.CLOSE:
             close = self._proto.close_rcvd  # type: ignore[union-attr]
             self._parts = self._decoder = None
@@ -182,10 +191,10 @@ class FrameReader:
             proto.fail(code, reason)
         return True
 
-    def _writes(self, proto: Protocol, events: list[Event], backlog: int) -> int:
-        """What the library queued, as events; returns ``backlog`` plus what was kept. A pong
-        is kept only while the client reads: it is dropped past PONG_BACKLOG or once closing."""
-        writes = proto.data_to_send()
+    def _writes(self, proto: Protocol, events: list[Event], backlog: int,
+                queued: list[bytes]) -> int:
+        """What the library queued, as events; returns ``backlog`` plus what was kept."""
+        writes = queued + proto.data_to_send()
         exc = proto.parser_exc
         if isinstance(exc, PayloadTooBig) and (exc.size or 0) >= 1 << 63:
             # A 64-bit length with its top bit set is malformed (RFC 6455 §5.2), not too big.
@@ -200,6 +209,14 @@ class FrameReader:
             writes = [echo if w[:1] == b"\x88" else w for w in writes]
             self._parts = self._decoder = None
             events.append(("closed", close.code, close.reason))
+        backlog = self._emit(writes, events, backlog)
+        if proto.state is not OPEN and not self.closed and not self.closing:
+            self.closing = True
+        return backlog
+
+    def _emit(self, writes: list[bytes], events: list[Event], backlog: int) -> int:
+        """A pong is kept only while the client reads: dropped past PONG_BACKLOG or once we
+        are closing. An empty write is the library's end of stream."""
         for chunk in writes:
             if chunk[:1] == b"\x8a" and (self.closing or backlog + len(chunk) > PONG_BACKLOG):
                 continue
@@ -209,8 +226,6 @@ class FrameReader:
             else:  # the library's end of stream: close TCP, read nothing more
                 events.append(("eof",))
                 self.closed = True
-        if proto.state is not OPEN and not self.closed and not self.closing:
-            self.closing = True
         return backlog
 
     def _release(self) -> None:
