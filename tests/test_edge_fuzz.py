@@ -164,8 +164,7 @@ def test_frame_reader_reads_the_same_however_the_bytes_are_split(conversation, c
     pieces = run(FrameReader(4096, frame_rate=1e9), split(stream, cuts))
     assert read("message", whole) == expected
     assert read("message", pieces) == expected
-    assert read("closed", pieces) == read("closed", whole)
-    assert b"".join(read("write", pieces)) == b"".join(read("write", whole))
+    assert pieces == whole  # pongs too, in order with the messages around them
     assert (("eof",) in pieces) == (("eof",) in whole) == bool(read("closed", whole))
 
 
