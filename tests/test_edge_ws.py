@@ -144,6 +144,51 @@ def test_reader_message_size_counts_every_fragment():
     assert events[0][1][2:4] == struct.pack(">H", 1009)
 
 
+def test_reader_answers_a_close_inside_a_fragmented_message_with_its_code():
+    """RFC 6455 §5.4: control frames may come between fragments. Before: websockets failed the
+    connection with 1002 "incomplete fragmented message" (Autobahn case 7.1.5)."""
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"fragment1", fin=False) + _close_frame(1000, b"bye")
+                         + frame(b"fragment2", opcode=0x0))
+    assert events == [("closed", 1000, "bye"), ("write", b"\x88\x05\x03\xe8bye"), ("eof",)]
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"fragment1", fin=False) + frame(b"", opcode=0x8))
+    assert events == [("closed", 1005, ""), ("write", b"\x88\x00"), ("eof",)]
+
+
+def test_reader_reads_every_frame_before_a_close_in_the_same_read():
+    """Before: once the library had parsed a close later in the read, the reader stopped after
+    the first frame: a client's send, send, close in one segment lost the second message."""
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"one") + frame(b"two") + _close_frame(1000))
+    assert events == [("message", "one"), ("message", "two"), ("closed", 1000, ""),
+                      ("write", b"\x88\x02\x03\xe8"), ("eof",)]
+
+
+@pytest.mark.parametrize("after, code", [(_close_frame(1001), 1001), (b"\x00\x00", 1002)],
+                         ids=["close", "stray-continuation"])
+def test_reader_a_pong_does_not_swallow_the_close_after_it(after, code):
+    """Before: a ping's handler took every queued write, the close and the end of stream with
+    it: the endpoint got ("write", b"") (IndexError in data_received) and never an eof."""
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"", opcode=0x9) + after)
+    assert ("write", b"\x8a\x00") in events
+    closes = [e[1] for e in events if e[0] == "write" and e[1][0] == 0x88]
+    assert len(closes) == 1 and closes[0][2:4] == struct.pack(">H", code)
+    assert events[-1] == ("eof",) and all(e != ("write", b"") for e in events)
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"", opcode=0x9) + after, backlog=PONG_BACKLOG)
+    assert [e[0] for e in events][-2:] == ["write", "eof"] and events[-2][1][0] == 0x88
+
+
+def test_reader_answers_pings_in_order_with_the_messages_around_them():
+    """A ping between two fragments is answered before the message they make (Autobahn 5.6)."""
+    reader = FrameReader(1024)
+    events = reader.feed(frame(b"a", fin=False) + frame(b"p", opcode=0x9)
+                         + frame(b"b", opcode=0x0) + frame(b"q", opcode=0x9))
+    assert events == [("write", b"\x8a\x01p"), ("message", "ab"), ("write", b"\x8a\x01q")]
+
+
 def test_reader_drops_pongs_while_writes_back_up():
     reader = FrameReader(1024)
     assert reader.feed(frame(b"a", opcode=0x9), backlog=0) == [("write", b"\x8a\x01a")]

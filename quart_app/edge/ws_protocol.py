@@ -100,6 +100,7 @@ class FrameReader:
             return []
         proto = self._parser()
         events: list[Event] = []
+        queued: list[bytes] = []  # the library's writes taken early, not yet events
         for start in range(0, len(data), SLICE):
             proto.receive_data(data[start:start + SLICE])
             frames = proto.events_received()
@@ -111,10 +112,19 @@ class FrameReader:
                     proto.fail(1008, "Too many frames")
                     self._parts = self._decoder = None
                     break
-                self._frame(frame, events, backlog)
-                if self.closed or proto.state is not OPEN:
-                    break
-            self._writes(proto, events)
+                if frame.opcode is Opcode.PING:
+                    # Its pong goes out in order with the messages around it (Autobahn 5.6);
+                    # what the library queued after it (a close, the end of stream) waits.
+                    queued += proto.data_to_send()
+                    if queued and queued[0][:1] == b"\x8a":
+                        backlog = self._emit([queued.pop(0)], events, backlog)
+                    continue
+                # Not proto.state: the library has parsed the whole slice, so a close or an
+                # error later in it must not cut off the frames before it.
+                if self._frame(frame, events):
+                    break  # we failed the connection: nothing more is read
+            backlog = self._writes(proto, events, backlog, queued)
+            queued = []
             if self.closed or proto.parser_exc is not None or proto.state is not OPEN:
                 break
         self._release()
@@ -126,29 +136,22 @@ class FrameReader:
         self._tokens = min(2.0 * rate, self._tokens + (now - self._stamp) * rate)
         self._stamp = now
 
-    def _frame(self, frame: Any, events: list[Event], backlog: int) -> None:
-        proto = self._proto
-        assert proto is not None
+    def _frame(self, frame: Any, events: list[Event]) -> bool | None:
+        """Handle one frame; True if it failed the connection."""
         opcode = frame.opcode
-        if opcode is Opcode.PING:
-            # The library queued the pong; keep it only while the client reads.
-            writes = proto.data_to_send()
-            if backlog + sum(map(len, writes)) <= PONG_BACKLOG and not self.closing:
-                events.extend(("write", chunk) for chunk in writes)
-            return
         if opcode is Opcode.PONG:
-            return
+            return None
         if opcode is Opcode.CLOSE:
-            close = proto.close_rcvd
+            close = self._proto.close_rcvd  # type: ignore[union-attr]
             self._parts = self._decoder = None
             events.append(("closed", close.code if close else 1005, close.reason if close else ""))
-            return
+            return None
         if self.closing:
-            return  # we are closing: the client's data no longer matters
+            return None  # we are closing: the client's data no longer matters
         if opcode is Opcode.CONT:
             parts = self._parts
             if parts is None:  # the library already refused a stray continuation
-                return
+                return None
             parts.append(frame.data)
             if len(parts) > self.max_fragments:
                 return self._fail(1009, f"Message in too many fragments "
@@ -162,11 +165,11 @@ class FrameReader:
                 try:
                     events.append(("message", frame.data.decode()))
                 except UnicodeDecodeError:
-                    self._fail(1007, "Invalid UTF-8 in a text frame")
-                return
+                    return self._fail(1007, "Invalid UTF-8 in a text frame")
+                return None
             else:
                 events.append(("message", bytes(frame.data)))
-                return
+                return None
         decoder = self._decoder
         if decoder is not None:
             try:
@@ -180,27 +183,50 @@ class FrameReader:
             events.append(("message", payload.decode() if decoder is not None else payload))
         return None
 
-    def _fail(self, code: int, reason: str) -> None:
+    def _fail(self, code: int, reason: str) -> bool:
         proto = self._proto
         assert proto is not None
         self._parts = self._decoder = None
         if proto.state is OPEN:
             proto.fail(code, reason)
+        return True
 
-    def _writes(self, proto: Protocol, events: list[Event]) -> None:
-        writes = proto.data_to_send()
+    def _writes(self, proto: Protocol, events: list[Event], backlog: int,
+                queued: list[bytes]) -> int:
+        """What the library queued, as events; returns ``backlog`` plus what was kept."""
+        writes = queued + proto.data_to_send()
         exc = proto.parser_exc
         if isinstance(exc, PayloadTooBig) and (exc.size or 0) >= 1 << 63:
             # A 64-bit length with its top bit set is malformed (RFC 6455 §5.2), not too big.
-            writes = [close_frame(1002, "Invalid frame length") if w else w for w in writes]
+            writes = [close_frame(1002, "Invalid frame length") if w[:1] == b"\x88" else w
+                      for w in writes]
+        elif isinstance(exc, ProtocolError) and proto.close_rcvd is not None:
+            # A close frame inside a fragmented message is allowed (RFC 6455 §5.4: control
+            # frames may be injected); websockets fails it with 1002, so answer it as any close,
+            # echoing its code (Autobahn case 7.1.5). It never reached events_received().
+            close = proto.close_rcvd
+            echo = b"\x88\x00" if close.code == 1005 else close_frame(close.code, close.reason)
+            writes = [echo if w[:1] == b"\x88" else w for w in writes]
+            self._parts = self._decoder = None
+            events.append(("closed", close.code, close.reason))
+        backlog = self._emit(writes, events, backlog)
+        if proto.state is not OPEN and not self.closed and not self.closing:
+            self.closing = True
+        return backlog
+
+    def _emit(self, writes: list[bytes], events: list[Event], backlog: int) -> int:
+        """A pong is kept only while the client reads: dropped past PONG_BACKLOG or once we
+        are closing. An empty write is the library's end of stream."""
         for chunk in writes:
+            if chunk[:1] == b"\x8a" and (self.closing or backlog + len(chunk) > PONG_BACKLOG):
+                continue
             if chunk:
+                backlog += len(chunk)
                 events.append(("write", chunk))
             else:  # the library's end of stream: close TCP, read nothing more
                 events.append(("eof",))
                 self.closed = True
-        if proto.state is not OPEN and not self.closed and not self.closing:
-            self.closing = True
+        return backlog
 
     def _release(self) -> None:
         """Let go of the parser between frames of an open connection."""
