@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("channel")
     publish.add_argument("data", metavar="JSON", help='an object with a "type", e.g. '
                          '\'{"type": "score.updated", "score": 42}\'')
-    publish.add_argument("--url", default=os.environ.get("PULSE_URL", "http://127.0.0.1:8000"),
-                         help="the server (default: $PULSE_URL or http://127.0.0.1:8000)")
+    publish.add_argument("--url", default="http://127.0.0.1:8000",
+                         help="the server (default: http://127.0.0.1:8000)")
     publish.add_argument("--api-key", default=None, help="default: $PULSE_API_KEY")
     publish.add_argument("--idempotency-key", default=None,
                          help="default: a fresh one (retries never publish twice)")
