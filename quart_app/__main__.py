@@ -1,8 +1,9 @@
-"""Command line: ``pulse serve|migrate|token|prune`` (also ``python -m quart_app …``)."""
+"""Command line: ``pulse serve|migrate|token|prune|publish`` (also ``python -m quart_app …``)."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 
@@ -35,11 +36,22 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.add_argument("--name", default=None)
     sub.add_parser("prune", help="keep only the newest global feed items")
+    publish = sub.add_parser("publish", help="publish JSON data on a channel (POST /api/publish)")
+    publish.add_argument("channel")
+    publish.add_argument("data", metavar="JSON", help='an object with a "type", e.g. '
+                         '\'{"type": "score.updated", "score": 42}\'')
+    publish.add_argument("--url", default="http://127.0.0.1:8000",
+                         help="the server (default: http://127.0.0.1:8000)")
+    publish.add_argument("--api-key", default=None, help="default: $PULSE_API_KEY")
+    publish.add_argument("--idempotency-key", default=None,
+                         help="default: a fresh one (retries never publish twice)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "publish":  # a client of a server: the server's settings do not apply
+        return _publish(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -99,6 +111,26 @@ async def _prune(settings) -> int:
     finally:
         await db.close()
     print(f"pruned {removed} feed items (keeping the newest {settings.feed_keep})")
+    return 0
+
+
+def _publish(args) -> int:
+    from .publisher import PublishError, Publisher
+
+    try:
+        data = json.loads(args.data)
+    except ValueError as exc:
+        print(f"pulse: JSON is not valid JSON: {exc}", file=sys.stderr)
+        return 1
+    api_key = args.api_key if args.api_key is not None else os.environ.get("PULSE_API_KEY", "")
+    try:
+        with Publisher(args.url, api_key) as publisher:
+            answer = publisher.publish(args.channel, data, idempotency_key=args.idempotency_key)
+    except PublishError as exc:
+        print(f"pulse: publish failed ({exc.status or 'no answer'}): {exc.detail}",
+              file=sys.stderr)
+        return 1
+    print(json.dumps(answer))
     return 0
 
 

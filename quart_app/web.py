@@ -6,11 +6,15 @@ from typing import TYPE_CHECKING
 
 from quart import current_app, request
 
-from .errors import Unauthorized
+from .errors import Unauthorized, Unprocessable
 from .realtime.auth import Principal, token_from_request
 
 if TYPE_CHECKING:
     from .services import Services
+
+# What an ``Idempotency-Key`` header may be (``/api/events``, ``/api/publish``).
+KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+KEY_MAX = 255
 
 
 def services() -> "Services":
@@ -30,3 +34,12 @@ def require_api_key() -> None:
         raise Unauthorized("Ingest is disabled: PULSE_API_KEY is not set")
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("Missing or invalid X-API-Key")
+
+
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key``, or None; a malformed one is a 422."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= KEY_MAX and set(key) <= KEY_CHARS):
+        raise Unprocessable(
+            f"Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)")
+    return key

@@ -4,9 +4,9 @@ the ingest handlers share.
 :func:`parse_event` validates *everything* a handler will rely on before ingest touches the
 database or the broker, so a bad event is a 422 with nothing persisted and nothing published.
 The data a producer sends is published as given (plus derived fields); the validated model is
-what the handlers persist. Before any of it, :func:`json_problem` refuses what JSON text can
-carry but PostgreSQL, UTF-8 or a browser cannot (issue 12), and the models bound every figure
-whose derived values (sums, ratios, SQL additions) could otherwise overflow.
+what the handlers persist. Before any of it, :func:`~quart_app.jsoncheck.json_problem` refuses
+what JSON text can carry but PostgreSQL, UTF-8 or a browser cannot (issue 12), and the models
+bound every figure whose derived values (sums, ratios, SQL additions) could otherwise overflow.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 from ..realtime import namespaces as channels
 from .db_values import as_utc, utcnow
 from ..errors import Unprocessable
+from ..jsoncheck import MAX_DEPTH, json_problem  # noqa: F401 - MAX_DEPTH: part of this API
 
 # Seed 000 §3.5.4, plus `new_miner` (a feed-worthy event, DESIGN §8) on `dashboard`.
 ROUTES: dict[str, str] = {
@@ -48,17 +49,15 @@ MAX_USER_ID = 2**63 - 1
 SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BODY_FIELDS = frozenset({"type", "user_id", "project_id", "channel", "data"})
 
-# Bounds (issue 12). Integers anywhere: PostgreSQL BIGINT. Mining figures (hashrate, difficulty,
-# reward): 0 or 1e-12..1e30, so sums over workers, ratios and percentages stay finite. Heights:
-# exact in a double and in JavaScript. Levels: level_start(MAX_LEVEL + 1) fits BIGINT. XP: the
-# SQL addition is capped here, far from BIGINT's end, and JavaScript reads it exactly.
-MIN_INT, MAX_INT = -(2**63), 2**63 - 1
-MAX_DEPTH = 32
+# Bounds (issue 12); the JSON-wide ones (BIGINT integers, depth) are in quart_app/jsoncheck.py.
+# Mining figures (hashrate, difficulty, reward): 0 or 1e-12..1e30, so sums over workers, ratios
+# and percentages stay finite. Heights: exact in a double and in JavaScript. Levels:
+# level_start(MAX_LEVEL + 1) fits BIGINT. XP: the SQL addition is capped here, far from
+# BIGINT's end, and JavaScript reads it exactly.
 MIN_FIGURE, MAX_FIGURE = 1e-12, 1e30
 MAX_HEIGHT = 2**53 - 1
 MAX_LEVEL = 50
 MAX_XP = 2**53 - 1
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _figure(value: float) -> float:
@@ -326,63 +325,3 @@ def describe(exc: ValidationError, prefix: str) -> str:
         where = ".".join([prefix, *(str(p) for p in error.get("loc", ()))])
         parts.append(f"{where}: {error.get('msg')}")
     return "; ".join(parts)
-
-
-def json_problem(value: Any) -> str | None:
-    """The first reason ``value`` is not JSON that every consumer can store and parse, as
-    ``where: what`` (``data.items[2].name: text holds a NUL character``); None if there is none.
-
-    Parsed JSON text can hold what PostgreSQL, UTF-8 or a browser refuse (issue 12): NUL
-    (PostgreSQL text and JSONB have none), lone surrogates (``"\\ud800"`` has no UTF-8 form),
-    non-finite numbers (``1e400`` parses to Infinity; ``NaN`` is Python's extension), integers
-    past BIGINT, and nesting deeper than :data:`MAX_DEPTH`. Iterative, so depth costs no stack;
-    nothing it reports echoes the offending text.
-    """
-    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
-    while stack:
-        item, path, depth = stack.pop()
-        where = path or "body"
-        if isinstance(item, (dict, list, tuple)):
-            if depth > MAX_DEPTH:
-                return f"{where}: nested more than {MAX_DEPTH} levels deep"
-            if isinstance(item, dict):
-                children = []
-                for key in item:
-                    if not isinstance(key, str):
-                        return f"{where}: not a JSON object key: {type(key).__name__}"
-                    problem = _text_problem(key)
-                    if problem is not None:
-                        return f"{where}: a key {problem}"
-                    children.append((item[key], _member(path, key), depth + 1))
-            else:
-                children = [(child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item)]
-            stack.extend(reversed(children))  # depth first, in document order
-        elif isinstance(item, str):
-            problem = _text_problem(item)
-            if problem is not None:
-                return f"{where}: text {problem}"
-        elif item is None or isinstance(item, bool):
-            continue
-        elif isinstance(item, int):
-            if not MIN_INT <= item <= MAX_INT:
-                return f"{where}: integer out of range (-2^63 to 2^63-1)"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return f"{where}: not a finite number (NaN or Infinity)"
-        else:
-            return f"{where}: not a JSON value: {type(item).__name__}"
-    return None
-
-
-def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "holds a NUL character"
-    if not text.isascii() and _SURROGATE.search(text):
-        return "holds a lone surrogate (not UTF-8)"
-    return None
-
-
-def _member(path: str, key: str) -> str:
-    if SEGMENT.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key[:64])}]"

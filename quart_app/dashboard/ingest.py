@@ -34,16 +34,15 @@ from ..realtime.broker import encode_json
 from .db_values import db_time, utcnow
 from ..errors import PulseError, ServiceUnavailable, Unprocessable
 from .events import Event, Outcome, parse_event
-from ..web import require_api_key, services
+from ..web import idempotency_key, require_api_key, services
 
 log = logging.getLogger("pulse.ingest")
 bp = Blueprint("ingest", __name__)
 
 MAX_BODY_BYTES = 64 * 1024
-# Idempotency keys: what a key may be, how long it is remembered (tasks.prune_once), and when
-# an attempt that never finished (its process died mid-publish) may be taken over by a retry.
-KEY_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
-KEY_MAX = 255
+# Idempotency keys (what one may be: quart_app/web.py): how long one is remembered
+# (tasks.prune_once), and when an attempt that never finished (its process died mid-publish)
+# may be taken over by a retry.
 KEY_KEEP = timedelta(hours=24)
 KEY_STALE = timedelta(seconds=30)
 
@@ -250,10 +249,7 @@ class IngestAnswer(BaseModel):
 async def post_event():
     """Ingest a domain event (X-API-Key): persist, route, publish."""
     require_api_key()
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= KEY_MAX and set(key) <= KEY_CHARS):
-        raise Unprocessable(
-            f"Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)")
+    key = idempotency_key()
     too_large = PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
     if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
         raise too_large
