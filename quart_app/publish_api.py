@@ -46,6 +46,7 @@ ITEM_FIELDS = frozenset({"channel", "channels", "data"})
 # Channels published at once. One channel's publications go one after another: concurrent
 # Redis calls may reach the server in any order, and a channel's offsets must follow the request.
 LANES = 32
+PIPELINE_CHUNK = 500  # publications per broker round trip
 KEY_REUSED = "Idempotency-Key reused with a different body"
 
 # ``publish(channel, data, *, publication_id=None, body_hash="")``: Engine.publish or the like.
@@ -123,7 +124,8 @@ def body_hash(body: Any) -> str:
 
 
 async def publish_items(publish: PublishFn, items: list[Item], key: str | None = None,
-                        digest: str = "") -> tuple[dict[tuple[int, str], int], bool]:
+                        digest: str = "", publish_many: Any = None
+                        ) -> tuple[dict[tuple[int, str], int], bool]:
     """Publish every (item, channel); return ``({(index, channel): offset}, replayed)``.
 
     ``replayed``: a key was given and every publication was already out under it. With a key,
@@ -149,6 +151,20 @@ async def publish_items(publish: PublishFn, items: list[Item], key: str | None =
     if key is not None and jobs:
         await run(*jobs[0])
         jobs = jobs[1:]
+    if publish_many is not None:
+        # One broker round trip per chunk, in request order (a channel's order is kept).
+        for start in range(0, len(jobs), PIPELINE_CHUNK):
+            chunk = jobs[start:start + PIPELINE_CHUNK]
+            results = await publish_many([
+                (channel, data, None if key is None else f"{key}:{index}:{channel}", digest)
+                for index, channel, data in chunk])
+            for (index, channel, _data), publication in zip(chunk, results):
+                if publication.duplicate:
+                    if publication.stored_hash != digest:
+                        raise Unprocessable(KEY_REUSED)
+                    duplicates += 1
+                offsets[(index, channel)] = publication.offset
+        jobs = []
     lanes: dict[str, list] = {}
     for job in jobs:
         lanes.setdefault(job[1], []).append(job)
@@ -194,13 +210,13 @@ def answer(is_batch: bool, items: list[Item | str],
     return {"results": results}, status
 
 
-async def publish_body(publish: PublishFn, body: Any,
-                       key: str | None = None) -> tuple[dict, int, bool]:
+async def publish_body(publish: PublishFn, body: Any, key: str | None = None,
+                       publish_many: Any = None) -> tuple[dict, int, bool]:
     """Parse, publish and answer one request body: ``(answer, status, replayed)``."""
     is_batch, items = parse_body(body)
     valid = [item for item in items if isinstance(item, Item)]
     digest = body_hash(body) if key is not None else ""
-    offsets, replayed = await publish_items(publish, valid, key, digest)
+    offsets, replayed = await publish_items(publish, valid, key, digest, publish_many)
     result, status = answer(is_batch, items, offsets)
     return result, status, replayed
 
@@ -248,5 +264,5 @@ async def post_publish():
     except (ValueError, RecursionError):
         raise Unprocessable("Body must be JSON (and nested less deeply)") from None
     svc = services()
-    result, status, replayed = await publish_body(svc.publish, body, key)
+    result, status, replayed = await publish_body(svc.publish, body, key, svc.publish_many)
     return result, status, {"Idempotency-Replayed": "true"} if replayed else {}

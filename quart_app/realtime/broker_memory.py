@@ -86,6 +86,12 @@ class MemoryBroker:
         self._wakeup.set()
         return publication
 
+    async def publish_many(self, requests: list[dict]) -> list[Publication]:
+        """Several publishes, in order (the same contract as the Redis broker's)."""
+        return [await self.publish(r["channel"], r["data"],
+                                   **{k: v for k, v in r.items() if k not in ("channel", "data")})
+                for r in requests]
+
     def _trim(self, stream: str) -> deque[Publication] | None:
         history = self._history.get(stream)
         if history is None:
