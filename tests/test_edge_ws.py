@@ -120,7 +120,7 @@ async def test_an_idle_connection_holds_no_parser(server, token):
     assert endpoint.frames.holds_parser
     ws.send(whole[7:])
     assert (await ws.recv_json())["type"] == "subscribed"
-    assert not endpoint.frames.holds_parser
+    assert endpoint.frames is None          # no reader, no parser: an idle connection's share
     ws.close()
 
 
@@ -284,3 +284,15 @@ async def test_hostile_json_gets_an_error_frame_and_the_session_goes_on(server, 
     ws.send(frame('{"action":"ping","ts":2}'))
     assert await ws.recv_json() == {"type": "pong", "ts": 2}
     ws.close()
+
+
+def test_the_frame_budget_survives_letting_the_reader_go():
+    """An idle connection drops its reader; a flood split across reads still meets the budget
+    the reader it had would have applied."""
+    first = FrameReader(1024, frame_rate=100.0)
+    first.feed(frame(b"", opcode=0xA) * 150)
+    assert first.idle()
+    second = FrameReader(1024, frame_rate=100.0)
+    second.resume_budget(first.full_at())
+    events = second.feed(frame(b"", opcode=0xA) * 100)
+    assert events and events[0][1][2:4] == struct.pack(">H", 1008)

@@ -274,12 +274,6 @@ _FD_CAP: int | None = None
 FD_RESERVE = 128
 
 
-def _released(svc):
-    def release() -> None:
-        svc.sockets_open -= 1
-    return release
-
-
 async def _take(svc, original, app, loop, config, context, state, reader, writer) -> bool:
     """Serve the connection's first request here or hand it to Hypercorn; True when the socket
     was handed to a direct endpoint (which then owns its end)."""
@@ -341,12 +335,7 @@ async def _take(svc, original, app, loop, config, context, state, reader, writer
     kind, status, protocol = served
     if protocol is not None:
         svc.edge_connections.add(protocol)
-        release = _released(svc)
-
-        def lost() -> None:
-            svc.edge_connections.discard(protocol)
-            release()
-        protocol.on_lost = lost  # before the loop runs again, so before connection_lost
+        protocol.on_lost = svc  # its connection_lost calls svc.release_socket (before: no loop turn)
     await _access(config, request, transport, kind, status, loop.time() - started)
     return protocol is not None
 

@@ -333,8 +333,8 @@ class DirectStream(asyncio.Protocol):
         self.done = True
         self.stream.close()
         if self.on_lost is not None:
-            on_lost, self.on_lost = self.on_lost, None
-            on_lost()
+            edge, self.on_lost = self.on_lost, None
+            edge.release_socket(self)
 
 
 async def serve_direct(svc, request: Any, reader: Any, writer: Any

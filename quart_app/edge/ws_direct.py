@@ -93,7 +93,8 @@ class DirectWebSocket(asyncio.Protocol):
     a :class:`~quart_app.edge.ws_protocol.FrameReader` (the limits are documented there)."""
 
     __slots__ = ("svc", "transport", "last_seen", "session", "state", "max_message", "frames",
-                 "_timer", "_busy", "_backlog", "_keep", "_paused", "on_lost")
+                 "_timer", "_busy", "_backlog", "_keep", "_paused", "on_lost",
+                 "_budget_full_at")
 
     def __init__(self, svc: Any, transport: Any, max_message: int) -> None:
         self.svc = svc
@@ -102,13 +103,14 @@ class DirectWebSocket(asyncio.Protocol):
         self.session: Session | None = None
         self.state = _AUTH
         self.max_message = max_message
-        self.frames = FrameReader(min(max_message, PRE_AUTH_MAX_MESSAGE))
+        self.frames: FrameReader | None = None  # made when bytes arrive, dropped when idle
         self._timer: asyncio.TimerHandle | None = None   # auth deadline, then close deadline
         self._busy: asyncio.Task | None = None           # an action awaiting I/O (subscribe)
         self._backlog: list | None = None                # frames that arrived meanwhile
         self._keep: Any = None
         self._paused = False
         self.on_lost: Any = None
+        self._budget_full_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, token: str | None, pending: bytes) -> None:
@@ -138,7 +140,8 @@ class DirectWebSocket(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.state = _OPEN
-        self.frames.max_message = self.max_message
+        if self.frames is not None:
+            self.frames.max_message = self.max_message
         self.session = open_session(self.svc, self, principal)
 
     def close(self, code: int, reason: str) -> None:
@@ -156,7 +159,7 @@ class DirectWebSocket(asyncio.Protocol):
             # leave in the order the server produced them, the close frame last. Not when the
             # socket is backed up (a slow consumer): then only the close frame is owed.
             self.session.conn.outbox.flush_direct(self.svc.flusher.high_water)
-        transport.write(self.frames.close(code, reason))
+        transport.write(self._reader().close(code, reason))
         self._timer = asyncio.get_running_loop().call_later(
             CLOSE_HANDSHAKE_SECONDS, transport.abort)
         self._resume()  # the peer's close frame must still be read
@@ -174,8 +177,8 @@ class DirectWebSocket(asyncio.Protocol):
             self._timer = None
         self._backlog = None
         if self.on_lost is not None:
-            on_lost, self.on_lost = self.on_lost, None
-            on_lost()
+            edge, self.on_lost = self.on_lost, None
+            edge.release_socket(self)
         session = self.session
         if session is not None:
             session.closing = True
@@ -209,7 +212,8 @@ class DirectWebSocket(asyncio.Protocol):
             return  # after our FIN: dropped
         self.last_seen = time.monotonic()
         transport = self.transport
-        for event in self.frames.feed(data, transport.get_write_buffer_size()):
+        reader = self._reader()
+        for event in reader.feed(data, transport.get_write_buffer_size()):
             kind = event[0]
             if kind == "message":
                 if self.state == _CLOSING:
@@ -232,6 +236,21 @@ class DirectWebSocket(asyncio.Protocol):
                 return
             if self.state == _CLOSED:
                 return
+        if self.frames is reader and reader.idle():
+            # An idle connection holds no reader and no parser, only when its frame budget is
+            # whole again (a float).
+            self._budget_full_at = reader.full_at()
+            self.frames = None
+
+    def _reader(self) -> FrameReader:
+        reader = self.frames
+        if reader is None:
+            reader = self.frames = FrameReader(
+                self.max_message if self.state != _AUTH else
+                min(self.max_message, PRE_AUTH_MAX_MESSAGE))
+            if self._budget_full_at:
+                reader.resume_budget(self._budget_full_at)
+        return reader
 
     def _failing(self) -> None:
         """Before the reader's close frame: what the session queued goes out first (frames

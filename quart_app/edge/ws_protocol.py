@@ -75,6 +75,22 @@ class FrameReader:
     def holds_parser(self) -> bool:
         return self._proto is not None
 
+    def idle(self) -> bool:
+        """Nothing in progress: a new reader given :meth:`full_at` would be the same."""
+        return not (self._proto is not None or self.closing or self.closed
+                    or self._parts is not None)
+
+    def full_at(self) -> float:
+        """When (``time.monotonic``) the frame budget will be whole again."""
+        self._refill()
+        return self._stamp + (2.0 * self.frame_rate - self._tokens) / self.frame_rate
+
+    def resume_budget(self, full_at: float) -> None:
+        """Carry the budget over from a reader let go while idle (see :meth:`full_at`)."""
+        now = time.monotonic()
+        if full_at > now:
+            self._tokens = 2.0 * self.frame_rate - (full_at - now) * self.frame_rate
+
     def _parser(self) -> Protocol:
         proto = self._proto
         if proto is None:

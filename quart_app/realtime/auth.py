@@ -30,7 +30,7 @@ class Principal:
     address: str | None = None
     name: str | None = None
     projects: frozenset[str] = frozenset()
-    # Every claim of the token, for application rules (namespaces: member, token channels).
+    # The token's other claims (beyond the fields above), for namespace rules: member, token.
     claims: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -102,8 +102,20 @@ def _principal(claims: dict) -> Principal:
         address=claims.get("address") if isinstance(claims.get("address"), str) else None,
         name=claims.get("name") if isinstance(claims.get("name"), str) else None,
         projects=frozenset(str(p) for p in projects),
-        claims=claims,
+        claims=_extra(claims),
     )
+
+
+_STANDARD = frozenset({"sub", "type", "exp", "iat", "nbf", "aud", "iss", "jti", "name",
+                       "address", "projects"})
+_NO_CLAIMS: Mapping[str, Any] = {}
+
+
+def _extra(claims: dict) -> Mapping[str, Any]:
+    """The claims beyond those a Principal holds as fields (usually none: one shared empty
+    mapping, so a connection's principal costs no dict of its own)."""
+    extra = {k: v for k, v in claims.items() if k not in _STANDARD}
+    return extra or _NO_CLAIMS
 
 
 class TokenVerifier:

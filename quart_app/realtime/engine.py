@@ -76,6 +76,11 @@ class Engine:
         self.metrics.gauge("subscriptions", "Channel subscriptions held by open connections",
                            self.hub.subscription_count)
 
+    def release_socket(self, protocol) -> None:
+        """A socket the edge served directly has closed."""
+        self.edge_connections.discard(protocol)
+        self.sockets_open -= 1
+
     @property
     def using_redis(self) -> bool:
         return self.settings.redis_url is not None
