@@ -151,7 +151,8 @@ async def exercise(http: httpx.AsyncClient, port: int, token: str) -> None:
     page = await expect(http, "/")
     if "<html" not in page.text.lower():
         fail("GET / is not the page")
-    await expect(http, "/static/js/realtime.js")
+    await expect(http, "/static/client/index.js")   # the packaged client the page imports
+    await expect(http, "/static/client/client.js")
     docs = await expect(http, "/docs")
     if "https://" in docs.text or "http://" in docs.text:
         fail("/docs names another host")
