@@ -1,6 +1,5 @@
 """Namespaces (docs/namespaces.md): the built-in table, an operator's TOML file merged over it,
 its validation at start, and the per-namespace rules the engine then follows."""
-import asyncio
 import time
 from dataclasses import replace
 

@@ -2,15 +2,13 @@
 user-targeted channels (no false gaps), epochs (no wrong messages after offsets restart) and
 idempotent publishes (no second offset for one event under retries). Real Redis and the
 embedded broker alike."""
-import asyncio
-import json
 
 import httpx
 import pytest
 
 from quart_app.realtime.broker_redis import RedisBroker
 
-from .conftest import serve_app, without_epoch, ws_client
+from .conftest import without_epoch, ws_client
 from .proxy import TcpProxy
 from .test_transport_sse import SseReader, sse_url
 

@@ -6,7 +6,7 @@ per idle connection, of which Pulse's own state is 2.5 (bench/RESULTS.md). So un
 asyncio worker the first request of each new connection is read here before Hypercorn sees it:
 
 * a well-formed ``GET /ws`` WebSocket upgrade is answered here (``101``) and the socket's asyncio
-  transport handed to a :class:`~quart_app.ws_direct.DirectWebSocket`;
+  transport handed to a :class:`~quart_app.edge.ws_direct.DirectWebSocket`;
 * a ``GET /sse`` that passes every check (token, channels, cursor, limits) is answered here
   (``200``, chunked) and its transport handed to a
   :class:`~quart_app.transport_sse.DirectStream`;
@@ -69,7 +69,7 @@ class Head:
         return self._cookies
 
     def token(self) -> str | None:
-        """Query, then cookie, then bearer header: as :func:`~quart_app.auth.token_from_request`."""
+        """Query, then cookie, then bearer header: as :func:`~quart_app.realtime.auth.token_from_request`."""
         auth = self.headers.get("authorization")
         return token_from_request(self.args, self.cookies,
                                   {"Authorization": auth} if auth is not None else {})

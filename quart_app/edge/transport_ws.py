@@ -1,10 +1,10 @@
 """``/ws`` through Quart: the route for WebSockets the direct endpoint does not take.
 
-The direct endpoint (:mod:`quart_app.ws_direct`) serves every well-formed upgrade that opens a
+The direct endpoint (:mod:`quart_app.edge.ws_direct`) serves every well-formed upgrade that opens a
 connection under Hypercorn. This route serves the rest — another ASGI server, Quart's test
 client, ``PULSE_WS_DEFLATE=true``, an upgrade on a kept-alive connection — with the same
-:class:`~quart_app.session.Session`: a handler task reads frames with ``websocket.receive``, and
-publications go straight to Hypercorn's socket through the tap of :mod:`quart_app.hypercorn_ext`
+:class:`~quart_app.realtime.session.Session`: a handler task reads frames with ``websocket.receive``, and
+publications go straight to Hypercorn's socket through the tap of :mod:`quart_app.edge.hypercorn_hooks`
 (or, without it, through a writer task).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ bp = Blueprint("ws", __name__)
 # -- the Quart route (servers without the direct endpoint) -------------------------------
 class QuartEndpoint:
     """Closes through Quart; writes publications directly when Hypercorn's socket tap is
-    there (see hypercorn_ext), else through a writer task."""
+    there (see edge/hypercorn_hooks.py), else through a writer task."""
 
     __slots__ = ("ws", "tap", "close_task")
 

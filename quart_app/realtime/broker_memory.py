@@ -1,6 +1,6 @@
 """The in-process broker: the embedded default (one process, no Redis).
 
-A real implementation of the :class:`~quart_app.broker.Broker` contract, not a mock: offsets,
+A real implementation of the :class:`~quart_app.realtime.broker.Broker` contract, not a mock: offsets,
 bounded history (count and age) and one listener stream, all inside the event loop.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The hub: connections, channel subscriptions, fan-out. No Quart or Redis imports.
 
 ``dispatch`` is synchronous and never awaits a socket: it hands the publication (encoded once by
-the broker) to every recipient's bounded :class:`~quart_app.outbox.Outbox`.
+the broker) to every recipient's bounded :class:`~quart_app.realtime.outbox.Outbox`.
 
 Recovery without gap or duplicate (DESIGN §9): a subscription starts *buffering*; the hub makes
 sure the upstream subscription is live, then reads history (or the latest offset), queues the

@@ -1,4 +1,4 @@
-"""Wire frames and close codes (DESIGN §6, §10), defined once and mirrored in static/js/codes.js.
+"""Wire frames and close codes (DESIGN §6, §10), defined once and mirrored in static/client/codes.js.
 
 Close codes by range:
 

@@ -5,11 +5,11 @@ A :class:`Session` takes client frames (:meth:`Session.admit`, :meth:`Session.re
 through its connection's outbox, and closes through its *endpoint*, the object that owns the
 socket. There are two endpoints:
 
-* the **direct endpoint** (:mod:`quart_app.ws_direct`): under Hypercorn's asyncio worker every
+* the **direct endpoint** (:mod:`quart_app.edge.ws_direct`): under Hypercorn's asyncio worker every
   well-formed ``/ws`` upgrade that opens a connection is served by a small asyncio protocol of
   its own — no task, queue or request context per connection; publications are written straight
   to the socket by the hub's flusher;
-* the **Quart route** (:mod:`quart_app.transport_ws`), for everything else (another ASGI
+* the **Quart route** (:mod:`quart_app.edge.transport_ws`), for everything else (another ASGI
   server, Quart's test client, ``PULSE_WS_DEFLATE=true``, a kept-alive connection): a handler
   task reads frames with ``websocket.receive``.
 
