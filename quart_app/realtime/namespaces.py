@@ -83,6 +83,8 @@ class Namespace:
             values = who.projects if claim == "projects" else who.claims.get(claim)
             if not isinstance(values, (list, tuple, set, frozenset)) or \
                     match.group(var) not in {str(v) for v in values}:
+                if claim == "projects":
+                    return f"Forbidden channel: {channel} (not a member of this project)"
                 return f"Forbidden channel: {channel} (not a member per the {claim!r} claim)"
             return None
         allowed = who.claims.get("channels")  # "token"
