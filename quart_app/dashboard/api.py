@@ -7,7 +7,6 @@ is a 401 whatever its query says. A bad query value is a 422 naming the paramete
 """
 from __future__ import annotations
 
-from functools import partial
 
 from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, Quart, g
@@ -153,7 +152,11 @@ async def get_leaderboard(category: str, query_args: LeaderboardQuery):
 
 
 def install(app: Quart, svc) -> None:
-    """The ``dashboard`` snapshot provider, the stats pusher and the background jobs."""
+    """The ``dashboard`` snapshot, the stats pusher and the background jobs."""
     svc.stats_pusher = stats.StatsPusher(svc)
-    svc.stats_provider = partial(stats.get_stats, svc)
+
+    async def dashboard_snapshot(user_id: int) -> dict:
+        return {"type": "stats_update", "user_id": user_id, **await stats.get_stats(svc, user_id)}
+
+    svc.snapshots["dashboard"] = dashboard_snapshot
     svc.background.extend([tasks.stats_aggregator, tasks.stats_flusher, tasks.pruner])

@@ -246,8 +246,9 @@ async def open_stream(svc, principal: Principal, channel_list: str,
         svc.hub.disconnect(conn)
         log.warning("sse subscribe failed: %s", type(exc).__name__)
         raise ServiceUnavailable("Temporarily unavailable: cannot subscribe") from None
-    if "dashboard" in names:
-        await send_snapshot(svc, conn)
+    for name in names:
+        if name in svc.snapshots:
+            await send_snapshot(svc, conn, name)
     stream = Stream(svc, conn, {name: cursor[name] for name in names if name in cursor})
     conn.closer = stream.end
     stream.arm_expiry(principal.expires_at)

@@ -56,7 +56,9 @@ class Engine:
         self.flusher = Flusher(settings.limits.outbox_high_water_bytes)
         self.listener = Listener(self.broker, self.hub, self.metrics)
         # Extension points for the application (and the edge).
-        self.stats_provider: StatsProvider | None = None   # the `dashboard` snapshot
+        # Snapshots on subscribe: channel -> async (user_id) -> data of one publication (with
+        # its "type") queued right after the ack, without an offset; the app registers them.
+        self.snapshots: dict[str, StatsProvider] = {}
         self.background: list[Callable[["Engine"], Awaitable[None]]] = []
         self.readiness: dict[str, Probe] = {
             "redis" if self.using_redis else "broker": self.broker.ping}

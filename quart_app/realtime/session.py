@@ -254,24 +254,25 @@ async def _subscribe(svc, conn: Connection, channel: str, since: int | None,
         conn.outbox.push(protocol.error(
             f"Temporarily unavailable: cannot subscribe to {channel}", channel))
         return
-    if ok and channel == "dashboard":
-        await send_snapshot(svc, conn)
+    if ok and channel in svc.snapshots:
+        await send_snapshot(svc, conn, channel)
 
 
-async def send_snapshot(svc, conn: Connection) -> None:
-    """Queue the caller's current stats as a ``stats_update`` on ``dashboard`` (no offset)."""
-    if svc.stats_provider is None:
+async def send_snapshot(svc, conn: Connection, channel: str) -> None:
+    """Queue the snapshot the app registered for ``channel`` (``Engine.snapshots``): one
+    publication without an offset, right after the ack, so a client never waits for the next
+    change (docs/protocol.md §5)."""
+    provider = svc.snapshots.get(channel)
+    if provider is None:
         return
     from .broker import Publication
 
     try:
-        stats = await svc.stats_provider(conn.user_id)
-    except Exception as exc:
-        log.warning("dashboard snapshot failed: %s", type(exc).__name__)
-        return
-    if "dashboard" in conn.subs:
-        data = {"type": "stats_update", "user_id": conn.user_id, **stats}
-        conn.outbox.push(Publication("dashboard", data, None))
+        data = await provider(conn.user_id)
+        if channel in conn.subs and data is not None:
+            conn.outbox.push(Publication(channel, data, None))
+    except Exception as exc:  # a failing snapshot (or one that cannot be encoded) costs itself
+        log.warning("%s snapshot failed: %s", channel, type(exc).__name__)
 
 
 def _handle_unsubscribe(session: Session, frame: dict) -> None:
