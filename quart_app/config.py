@@ -95,6 +95,7 @@ class Settings:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     namespaces_file: str | None = None    # PULSE_NAMESPACES: a TOML file (docs/namespaces.md)
+    subscribe_proxy_url: str | None = None  # PULSE_SUBSCRIBE_PROXY_URL (namespaces: "proxy")
 
     @property
     def production(self) -> bool:
@@ -264,7 +265,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         auth=_auth(env),
         namespaces_file=_namespaces_file(env),
+        subscribe_proxy_url=_proxy_url(env),
     )
+
+
+def _proxy_url(env: Mapping[str, str]) -> str | None:
+    url = (env.get("PULSE_SUBSCRIBE_PROXY_URL") or "").strip() or None
+    if url is not None and urlsplit(url).scheme not in {"http", "https"}:
+        raise ConfigError(f"PULSE_SUBSCRIBE_PROXY_URL must be an http(s) URL, got {url!r}")
+    return url
 
 
 def _namespaces_file(env: Mapping[str, str]) -> str | None:

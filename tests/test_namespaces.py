@@ -130,3 +130,63 @@ async def test_a_live_server_follows_the_file(settings, toml, token):
             ack = await ws.recv()
             assert ack["recovered"] is False and ack["offset"] == 3
             assert await ws.nothing(0.2)
+
+
+class _AppProxy:
+    """The application's subscribe proxy: allows user 1, refuses user 2, fails for user 3."""
+
+    def __init__(self):
+        import json as _json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        calls = self.calls = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = _json.loads(self.rfile.read(int(self.headers["content-length"])))
+                calls.append(body)
+                status = 500 if body["user"] == 3 else 200
+                answer = _json.dumps({"allow": body["user"] == 1}).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/may-subscribe"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_a_subscribe_proxy_decides_and_its_answers_are_cached(settings, toml):
+    import httpx
+
+    proxy = _AppProxy()
+    try:
+        path = toml('[namespaces.doc]\npattern = "doc:{doc}"\nsubscribe = "proxy"\n')
+        settings = replace(settings, namespaces_file=path, subscribe_proxy_url=proxy.url)
+        async with serve_app(settings) as (address, app):
+            allowed = mint_token(SECRET, 1)
+            async with ws_client(address, allowed) as ws:
+                assert (await ws.subscribe("doc:a"))["type"] == "subscribed"
+                assert (await ws.subscribe("doc:a"))["type"] == "subscribed"   # cached
+            assert [(c["user"], c["channel"]) for c in proxy.calls] == [(1, "doc:a")]
+            for user, reason in ((2, "refused by the app"), (3, "did not answer")):
+                async with ws_client(address, mint_token(SECRET, user)) as ws:
+                    refused = await ws.subscribe("doc:a")
+                    assert refused["type"] == "error" and reason in refused["message"]
+            async with httpx.AsyncClient(base_url=f"http://{address}") as http:
+                ok = await http.get("/history", params={"channel": "doc:a", "token": allowed})
+                no = await http.get("/history", params={"channel": "doc:a",
+                                                        "token": mint_token(SECRET, 2)})
+                assert (ok.status_code, no.status_code) == (200, 403)
+    finally:
+        proxy.close()

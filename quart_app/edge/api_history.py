@@ -44,7 +44,7 @@ async def history():
     svc = services()
     svc.metrics.poll_requests += 1
     channel = request.args.get("channel", "")
-    problem = channels.check(channel, principal)
+    problem = await channels.authorize(svc, channel, principal)
     if problem:
         raise (Forbidden if problem.startswith("Forbidden") else BadRequest)(problem)
     since = _offset_arg("since", "0")

@@ -216,7 +216,7 @@ async def open_stream(svc, principal: Principal, channel_list: str,
     """Check, register and subscribe a stream; the HTTP error to answer otherwise."""
     names = requested_channels(channel_list)
     for name in names:
-        problem = channels.check(name, principal)
+        problem = await channels.authorize(svc, name, principal)
         if problem:
             raise (Forbidden if problem.startswith("Forbidden") else BadRequest)(problem)
     cursor = parse_cursor(last_event_id)

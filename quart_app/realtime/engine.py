@@ -42,6 +42,8 @@ class Engine:
         self.settings = settings
         self.metrics = Metrics()
         self.tokens = TokenVerifier(settings.jwt_secret, settings.auth)
+        self.subscribe_proxy = (namespaces.SubscribeProxy(settings.subscribe_proxy_url)
+                                if settings.subscribe_proxy_url else None)
         self.broker: Broker
         if settings.redis_url:
             from .broker_redis import RedisBroker
@@ -120,6 +122,8 @@ class Engine:
         self._tasks.clear()
         await self.listener.stop()
         await self.broker.close()
+        if self.subscribe_proxy is not None:
+            await self.subscribe_proxy.close()
 
     async def publish(self, channel: str, data: dict, *, publication_id: str | None = None,
                       body_hash: str = "", id_ttl_seconds: float | None = None) -> Publication:

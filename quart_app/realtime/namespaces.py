@@ -10,8 +10,9 @@ A namespace declares a shape of literal segments and named variables separated b
 
 and a subscribe rule: ``anyone``; ``owner:<var>`` (the variable equals the token's ``sub``);
 ``member:<var>:<claim>`` (the variable's value is in the token's list claim); ``token`` (the
-token's ``channels`` claim lists the channel, ``*`` matching any run of characters); ``none``
-(published to by servers only).
+token's ``channels`` claim lists the channel, ``*`` matching any run of characters); ``proxy``
+(the application decides over HTTP: :class:`SubscribeProxy`); ``none`` (published to by servers
+only).
 
 The built-in table (:data:`BUILTIN`) is the reference app's; an operator adds or overrides
 namespaces by name in a TOML file (``PULSE_NAMESPACES``, :func:`load_file`), validated at start.
@@ -29,7 +30,8 @@ from .auth import Principal
 MAX_CHANNEL_LENGTH = 128
 _SEGMENT = r"[A-Za-z0-9_-]{1,64}"
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
-RULES = ("anyone", "owner", "member", "token", "none")
+RULES = ("anyone", "owner", "member", "token", "proxy", "none")
+PROXY = "proxy"  # what check() answers for a channel whose namespace asks the subscribe proxy
 
 # Seed 000 §3.3.3: raw Redis pub/sub channel -> channel (served best-effort, without offsets).
 SEED_CHANNEL_MAP = {
@@ -74,6 +76,8 @@ class Namespace:
             return None
         if kind == "none":
             return f"Forbidden channel: {channel} (published by the server only)"
+        if kind == "proxy":
+            return PROXY
         if kind == "owner":
             if match.group(rest) != str(who.user_id):
                 return f"Forbidden channel: {channel} belongs to another user"
@@ -132,14 +136,14 @@ def _check_rule(rule: str, regex: re.Pattern) -> None:
     kind, _, rest = rule.partition(":") if isinstance(rule, str) else ("", "", "")
     if kind not in RULES:
         raise NamespaceError(f"'subscribe' must be one of anyone, owner:<var>, "
-                             f"member:<var>:<claim>, token, none; got {rule!r}")
+                             f"member:<var>:<claim>, token, proxy, none; got {rule!r}")
     if kind == "owner" and rest not in regex.groupindex:
         raise NamespaceError(f"'subscribe' = {rule!r}: the pattern has no variable {rest!r}")
     if kind == "member":
         var, _, claim = rest.partition(":")
         if var not in regex.groupindex or not claim:
             raise NamespaceError(f"'subscribe' = {rule!r}: use member:<variable>:<claim>")
-    if kind in ("anyone", "token", "none") and rest:
+    if kind in ("anyone", "token", "proxy", "none") and rest:
         raise NamespaceError(f"'subscribe' = {rule!r} takes no argument")
 
 
@@ -320,3 +324,60 @@ def latest_value_key(channel: str, event_type: str | None, data: Mapping) -> tup
 def history_limits(channel: str) -> tuple[int | None, float | None]:
     ns = namespace_of(channel)
     return (ns.history_size, ns.history_ttl_seconds) if ns else (None, None)
+
+
+class SubscribeProxy:
+    """Asks the application whether a user may subscribe (namespaces with ``subscribe =
+    "proxy"``): ``POST PULSE_SUBSCRIBE_PROXY_URL`` with ``{"user", "channel", "claims"}``; a 200
+    answer ``{"allow": true}`` allows, anything else refuses. Answers are cached per user and
+    channel for :data:`CACHE_SECONDS`; a proxy that fails or is slow refuses (fail closed)."""
+
+    CACHE_SECONDS = 30.0
+    TIMEOUT_SECONDS = 2.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._cache: dict[tuple[int, str], tuple[float, str | None]] = {}
+        self._client: Any = None
+
+    async def ask(self, who: Principal, channel: str) -> str | None:
+        import time
+
+        import httpx
+
+        key = (who.user_id, channel)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.TIMEOUT_SECONDS)
+        try:
+            response = await self._client.post(self.url, json={
+                "user": who.user_id, "channel": channel, "claims": dict(who.claims)})
+            if response.status_code >= 500:
+                raise RuntimeError(f"subscribe proxy answered {response.status_code}")
+            allowed = response.status_code == 200 and response.json().get("allow") is True
+        except Exception:  # network, timeout, 5xx, not JSON: refuse, and do not remember it
+            return f"Forbidden channel: {channel} (the subscribe proxy did not answer)"
+        problem = None if allowed else f"Forbidden channel: {channel} (refused by the app)"
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = (now + self.CACHE_SECONDS, problem)
+        return problem
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+async def authorize(svc: Any, channel: object, who: Principal) -> str | None:
+    """:func:`check`, with the subscribe proxy asked where the namespace says so."""
+    problem = check(channel, who)
+    if problem != PROXY:
+        return problem
+    proxy = getattr(svc, "subscribe_proxy", None)
+    if proxy is None:
+        return f"Forbidden channel: {channel} (no subscribe proxy configured)"
+    return await proxy.ask(who, channel)  # type: ignore[arg-type]

@@ -219,7 +219,8 @@ def _handle_subscribe(session: Session, frame: dict) -> Awaitable[None] | None:
     conn = session.conn
     channel = frame.get("channel")
     problem = channels.check(channel, conn.principal)
-    if problem:
+    ask_proxy = problem == channels.PROXY
+    if problem and not ask_proxy:
         named = channel if isinstance(channel, str) and (
             len(channel) <= channels.MAX_CHANNEL_LENGTH) else None
         conn.outbox.push(protocol.error(problem, named))
@@ -238,11 +239,17 @@ def _handle_subscribe(session: Session, frame: dict) -> Awaitable[None] | None:
         conn.outbox.push(protocol.error(
             "Invalid 'epoch': the string from the last 'subscribed' ack is required", channel))
         return None
-    return _subscribe(session.svc, conn, channel, cursor[0], cursor[1], epoch)
+    return _subscribe(session.svc, conn, channel, cursor[0], cursor[1], epoch, ask_proxy)
 
 
 async def _subscribe(svc, conn: Connection, channel: str, since: int | None,
-                     user_since: int | None = None, epoch: str | None = None) -> None:
+                     user_since: int | None = None, epoch: str | None = None,
+                     ask_proxy: bool = False) -> None:
+    if ask_proxy:
+        problem = await channels.authorize(svc, channel, conn.principal)
+        if problem:
+            conn.outbox.push(protocol.error(problem, channel))
+            return
     try:
         ok = await svc.hub.subscribe(conn, channel, since, user_since, epoch)
     except Exception as exc:
