@@ -27,14 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_schema import document_request, document_response, tag
 
-from .errors import PulseError, Unprocessable
+from .errors import Unprocessable
 from .jsoncheck import json_problem
 from .realtime import namespaces
 from .realtime.broker import Publication
-from .web import idempotency_key, require_api_key, services
+from .web import idempotency_key, json_body, require_api_key, services
 
 bp = Blueprint("publish_api", __name__)
 
@@ -253,16 +253,7 @@ async def post_publish():
     """
     require_api_key()
     key = idempotency_key()
-    too_large = PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
-    if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
-        raise too_large
-    raw = await request.get_data()
-    if len(raw) > MAX_BODY_BYTES:  # a chunked body, counted once read
-        raise too_large
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise Unprocessable("Body must be JSON (and nested less deeply)") from None
+    body = await json_body(MAX_BODY_BYTES)
     svc = services()
     result, status, replayed = await publish_body(svc.publish, body, key, svc.publish_many)
     return result, status, {"Idempotency-Replayed": "true"} if replayed else {}

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import hmac
+import json
 from typing import TYPE_CHECKING
 
 from quart import current_app, request
 
-from .errors import Unauthorized, Unprocessable
+from .errors import PulseError, Unauthorized, Unprocessable
 from .realtime.auth import Principal, token_from_request
 
 if TYPE_CHECKING:
@@ -43,3 +44,18 @@ def idempotency_key() -> str | None:
         raise Unprocessable(
             f"Idempotency-Key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)")
     return key
+
+
+async def json_body(max_bytes: int):
+    """The request's JSON body: 413 past ``max_bytes`` (refused before a byte is read when the
+    length is announced, else counted once read), 422 if it is not JSON or nests too deeply."""
+    too_large = PulseError(f"Body too large (max {max_bytes} bytes)", 413)
+    if (request.content_length or 0) > max_bytes:
+        raise too_large
+    raw = await request.get_data()
+    if len(raw) > max_bytes:  # a chunked body
+        raise too_large
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Unprocessable("Body must be JSON (and nested less deeply)") from None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_schema import document_request, document_response
 
 from . import stats, feed, gamification, leaderboard, mining
@@ -34,7 +34,7 @@ from ..realtime.broker import encode_json
 from .db_values import db_time, utcnow
 from ..errors import PulseError, ServiceUnavailable, Unprocessable
 from .events import Event, Outcome, parse_event
-from ..web import idempotency_key, require_api_key, services
+from ..web import idempotency_key, json_body, require_api_key, services
 
 log = logging.getLogger("pulse.ingest")
 bp = Blueprint("ingest", __name__)
@@ -250,16 +250,7 @@ async def post_event():
     """Ingest a domain event (X-API-Key): persist, route, publish."""
     require_api_key()
     key = idempotency_key()
-    too_large = PulseError(f"Body too large (max {MAX_BODY_BYTES} bytes)", 413)
-    if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
-        raise too_large
-    raw = await request.get_data()
-    if len(raw) > MAX_BODY_BYTES:  # a chunked body, counted once read
-        raise too_large
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise Unprocessable("Body must be JSON (and nested less deeply)") from None
+    body = await json_body(MAX_BODY_BYTES)
     result = await ingest_event(services(), body, key=key)
     headers = {"Idempotency-Replayed": "true"} if result.replayed else {}
     return result.as_dict(), 202, headers

@@ -20,7 +20,8 @@ from quart import Blueprint, request
 
 from ..errors import BadRequest, Forbidden
 from ..realtime import namespaces as channels
-from ..realtime.protocol import join_epoch, parse_offset, split_epoch, valid_epoch
+from ..realtime.hub import read_spaces
+from ..realtime.protocol import parse_offset, valid_epoch
 from ..web import current_principal, services
 
 bp = Blueprint("history", __name__)
@@ -59,34 +60,17 @@ async def history():
         if parsed is None or not 1 <= parsed <= MAX_LIMIT:
             raise BadRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}")
         limit = parsed
-    shared_epoch, user_epoch = split_epoch(epoch)
-    targeted = channels.targets_user(channel)
-    user = principal.user_id
-    result = await svc.broker.history(channel, since, epoch=shared_epoch)
-    latest, recovered = result.latest, result.complete
-    found = [p for p in result.publications
-             if not targeted or p.user is not None or p.user_id in (None, user)]
-    answer: dict = {"channel": channel}
-    user_latest = user_current = None
-    if targeted:
-        if user_since is None:
-            user_latest, user_current = await svc.broker.latest(channel, user=user)
-        else:
-            mine = await svc.broker.history(channel, user_since, user=user, epoch=user_epoch)
-            user_latest, user_current = mine.latest, mine.epoch
-            recovered = recovered and mine.complete
-            found += mine.publications
-            found.sort(key=lambda p: p.published_at)
+    at = await read_spaces(svc.broker, channel, principal.user_id, since, user_since, epoch)
+    found, latest, user_latest = at.publications, at.latest, at.user_latest
     more = len(found) > limit
     if more:
         found = found[:limit]
         latest = max([since] + [p.offset for p in found if p.user is None])
         if user_latest is not None:
             user_latest = max([user_since or 0] + [p.offset for p in found if p.user is not None])
-    answer.update(offset=latest, recovered=recovered)
-    joined = join_epoch(result.epoch, user_current)
-    if joined:
-        answer["epoch"] = joined
+    answer = {"channel": channel, "offset": latest, "recovered": at.recovered}
+    if at.epoch:
+        answer["epoch"] = at.epoch
     if user_latest is not None:
         answer["user_offset"] = user_latest
     answer["publications"] = [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import namespaces, protocol
@@ -26,6 +27,51 @@ _ids = itertools.count(1)
 
 def _published_at(publication: Any) -> float:
     return publication.published_at
+
+
+@dataclass(slots=True)
+class Resume:
+    """Where a subscriber stands on a channel after reading its spaces (:func:`read_spaces`)."""
+
+    publications: list       # missed ones, in the order they went out
+    latest: int              # the channel's last offset
+    user_latest: int | None  # the caller's own space's (user-targeted channels only)
+    recovered: bool
+    epoch: str               # the joined epoch (protocol.join_epoch)
+
+
+async def read_spaces(broker: Broker, channel: str, user: int, since: int | None,
+                      user_since: int | None, epoch: str | None) -> Resume:
+    """Read the channel's space and, on a user-targeted channel, the caller's own: what was
+    missed after ``since`` / ``user_since`` (or only the latest offsets), for a subscribe and
+    for ``/history`` alike. ``recovered`` is true only if every space asked was recovered."""
+    targeted = namespaces.targets_user(channel)
+    shared_epoch, user_epoch = protocol.split_epoch(epoch)
+    found: list = []
+    recovered = since is not None or user_since is not None
+    if since is None:
+        latest, current = await broker.latest(channel)
+    else:
+        history = await broker.history(channel, since, epoch=shared_epoch)
+        latest, current = history.latest, history.epoch
+        found += history.publications
+        recovered = recovered and history.complete
+    user_latest = user_current = None
+    if targeted:
+        if user_since is None:
+            user_latest, user_current = await broker.latest(channel, user=user)
+        else:
+            mine = await broker.history(channel, user_since, user=user, epoch=user_epoch)
+            user_latest, user_current = mine.latest, mine.epoch
+            recovered = recovered and mine.complete
+            if found and mine.publications:
+                found = sorted(found + mine.publications, key=_published_at)
+            else:
+                found += mine.publications
+        # another user's, published in the shared space (not through Engine.publish)
+        found = [p for p in found if p.user is not None or p.user_id in (None, user)]
+    return Resume(found, latest, user_latest, recovered,
+                  protocol.join_epoch(current, user_current))
 
 
 class Subscription:
@@ -167,32 +213,10 @@ class Hub:
             return False
         sub = conn.subs[channel] = Subscription()
         self._channels.setdefault(channel, set()).add(conn)
-        targeted = namespaces.targets_user(channel)
-        shared_epoch, user_epoch = protocol.split_epoch(epoch)
         user = conn.user_id
         try:
             await self._ensure_upstream(channel)
-            replay: list = []
-            recovered = since is not None or user_since is not None
-            if since is None:
-                latest, current = await self.broker.latest(channel)
-            else:
-                history = await self.broker.history(channel, since, epoch=shared_epoch)
-                latest, current = history.latest, history.epoch
-                replay += history.publications
-                recovered = recovered and history.complete
-            user_latest = user_current = None
-            if targeted:
-                if user_since is None:
-                    user_latest, user_current = await self.broker.latest(channel, user=user)
-                else:
-                    mine = await self.broker.history(channel, user_since, user=user,
-                                                     epoch=user_epoch)
-                    user_latest, user_current = mine.latest, mine.epoch
-                    replay += mine.publications
-                    recovered = recovered and mine.complete
-                if replay and since is not None and user_since is not None:
-                    replay.sort(key=_published_at)  # the two spaces, in the order they went out
+            at = await read_spaces(self.broker, channel, user, since, user_since, epoch)
         except BaseException:
             if conn.subs.get(channel) is sub:
                 del conn.subs[channel]
@@ -200,21 +224,16 @@ class Hub:
             raise
         if conn.subs.get(channel) is not sub:  # unsubscribed or disconnected meanwhile
             return False
-        self.last_offset.setdefault(channel, latest)
-        if user_latest is not None:
-            self.last_offset.setdefault(stream_name(channel, user), user_latest)
-        outbox = conn.outbox
-        if targeted:  # another user's, published in the shared space
-            replay = [p for p in replay
-                      if p.user is not None or p.user_id in (None, user)]
-        sub.last = latest
-        sub.user_last = user_latest
-        outbox.push_replay([*replay, protocol.subscribed(
-            channel, latest, recovered, protocol.join_epoch(current, user_current),
-            user_latest)])
+        self.last_offset.setdefault(channel, at.latest)
+        if at.user_latest is not None:
+            self.last_offset.setdefault(stream_name(channel, user), at.user_latest)
+        sub.last = at.latest
+        sub.user_last = at.user_latest
+        conn.outbox.push_replay([*at.publications, protocol.subscribed(
+            channel, at.latest, at.recovered, at.epoch, at.user_latest)])
         pending, sub.pending = sub.pending, None
         for publication in pending or ():
-            self._deliver(sub, outbox, publication)
+            self._deliver(sub, conn.outbox, publication)
         return True
 
     def unsubscribe(self, conn: Connection, channel: str) -> None:
