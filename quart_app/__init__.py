@@ -41,10 +41,12 @@ def create_app(settings: Settings | None = None) -> Quart:
                 info={"title": "Pulse", "version": resources.version()})
     app.json.sort_keys = False  # after QuartSchema, which installs its own JSON provider
     _skip_conversion_for_plain_values(app)
+    from .dashboard import channels
     from .realtime import namespaces
 
-    namespaces.install(namespaces.load_file(settings.namespaces_file)
-                       if settings.namespaces_file else namespaces.Registry(namespaces.BUILTIN))
+    builtin = namespaces.Registry(channels.NAMESPACES)
+    namespaces.install(namespaces.load_file(settings.namespaces_file, builtin)
+                       if settings.namespaces_file else builtin)
     svc = Services(settings)
     if not hypercorn_hooks.status["installed"]:
         svc.metrics.edge_fallbacks = 1

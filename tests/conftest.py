@@ -60,6 +60,17 @@ def require_service(name: str, url: str, default_port: int) -> None:
     pytest.skip(f"{message} (set CI=true to make this a failure)")
 
 
+@pytest.fixture(autouse=True)
+def app_namespaces():
+    """The built-in app's channel table, as create_app installs it, for tests that build engine
+    parts without an app (the engine itself has no table: docs/namespaces.md)."""
+    from quart_app.dashboard import channels
+    from quart_app.realtime import namespaces
+
+    namespaces.install(namespaces.Registry(channels.NAMESPACES))
+    yield
+
+
 @pytest.fixture
 def redis_url() -> str:
     require_service("Redis", REDIS_URL, 6379)

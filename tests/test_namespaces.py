@@ -7,6 +7,7 @@ import pytest
 
 from quart_app.config import load_settings
 from quart_app.errors import ConfigError
+from quart_app.dashboard import channels
 from quart_app.realtime import namespaces
 from quart_app.realtime.auth import Principal, mint_token
 
@@ -52,11 +53,11 @@ def toml(tmp_path):
 @pytest.fixture(autouse=True)
 def builtin_table():
     yield
-    namespaces.install(namespaces.Registry(namespaces.BUILTIN))
+    namespaces.install(namespaces.Registry(channels.NAMESPACES))
 
 
 def test_the_builtin_table_is_the_reference_apps():
-    namespaces.install(namespaces.Registry(namespaces.BUILTIN))
+    namespaces.install(namespaces.Registry(channels.NAMESPACES))
     for channel in ("mining", "dashboard", "gamification", "competition", "leaderboard:shares",
                     "activity:feed", "session:s1:live", "user:1:progress", "project:p1:events"):
         assert namespaces.is_valid(channel), channel
@@ -72,7 +73,7 @@ def test_the_builtin_table_is_the_reference_apps():
 
 
 def test_a_file_adds_and_overrides_namespaces(toml):
-    registry = namespaces.load_file(toml(SEED_003))
+    registry = namespaces.load_file(toml(SEED_003), namespaces.Registry(channels.NAMESPACES))
     namespaces.install(registry)
     project = namespaces.namespace_of("project:p1:events")
     assert (project.history_size, project.history_ttl_seconds) == (200, 3600.0)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 from quart import Blueprint, Quart, g
 from quart_schema import validate_querystring, validate_response
 
-from . import stats, feed, leaderboard, tasks
+from . import channels, stats, feed, leaderboard, tasks
 from .events import SEGMENT
 from ..errors import BadRequest
 from ..web import current_principal, services
@@ -152,7 +152,9 @@ async def get_leaderboard(category: str, query_args: LeaderboardQuery):
 
 
 def install(app: Quart, svc) -> None:
-    """The ``dashboard`` snapshot, the stats pusher and the background jobs."""
+    """The ``dashboard`` snapshot, seed 000's raw Redis channels, the stats pusher and the
+    background jobs (the app's namespaces are installed by create_app)."""
+    svc.raw_channels.update(channels.SEED_CHANNEL_MAP)
     svc.stats_pusher = stats.StatsPusher(svc)
 
     async def dashboard_snapshot(user_id: int) -> dict:

@@ -19,8 +19,9 @@ timeout (its first attempt may have run) is not given a second offset.
 
 Upstream subscriptions are reference-counted by the hub: the first local subscriber of a channel
 SUBSCRIBEs and waits for Redis to confirm (so a history read that follows cannot miss a message),
-the last one out UNSUBSCRIBEs. The 12 seed channels (``pubsub:share_submitted`` …) are always
-subscribed; raw JSON published there is served best-effort, without an offset, as in seed 000.
+the last one out UNSUBSCRIBEs. Raw channels (``raw_channels``: Redis channel -> Pulse channel,
+given by the application, e.g. seed 000's ``pubsub:share_submitted`` -> ``mining``) are always
+subscribed; raw JSON published there is served best-effort, without an offset.
 """
 from __future__ import annotations
 
@@ -40,7 +41,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .broker import (RESYNC, History, Publication, _Resync, encode_json, history_result,
                      publication_frame, stream_name)
-from .namespaces import SEED_REDIS_CHANNELS
 
 log = logging.getLogger("pulse.broker")
 
@@ -116,8 +116,11 @@ class RedisBroker:
         history_size: int = 1000,
         history_ttl_seconds: float = 600.0,
         socket_timeout: float = 5.0,
+        raw_channels: dict[str, str] | None = None,
     ) -> None:
         self.url = url
+        # Read when the listener connects: the application fills it before the engine starts.
+        self.raw_channels: dict[str, str] = {} if raw_channels is None else raw_channels
         self._socket_timeout = socket_timeout
         self.prefix = prefix
         self._size = history_size
@@ -303,7 +306,7 @@ class RedisBroker:
 
     async def _open_pubsub(self):
         pubsub = self._listen_redis.pubsub()
-        await pubsub.subscribe(*SEED_REDIS_CHANNELS, *(self._key("ch", c) for c in self._wanted))
+        await pubsub.subscribe(*self.raw_channels, *(self._key("ch", c) for c in self._wanted))
         return pubsub
 
     async def listen(self) -> AsyncIterator[Publication | _Resync]:
@@ -358,7 +361,8 @@ class RedisBroker:
             if channel.startswith(ch_prefix):
                 publication = self._parse_own(message["data"])
             else:
-                publication = parse_seed_message(channel.decode(), message["data"])
+                publication = parse_raw_message(self.raw_channels, channel.decode(),
+                                                message["data"])
             if publication is not None:
                 yield publication
 
@@ -377,11 +381,11 @@ class RedisBroker:
             return None
 
 
-def parse_seed_message(redis_channel: str, raw: bytes) -> Publication | None:
-    """Map a raw seed-000 PUBLISH to its channel: ``{"type": suffix, **payload}``; None if bad."""
-    from .namespaces import SEED_CHANNEL_MAP
-
-    ws_channel = SEED_CHANNEL_MAP.get(redis_channel)
+def parse_raw_message(raw_channels: dict[str, str], redis_channel: str,
+                      raw: bytes) -> Publication | None:
+    """Map a raw PUBLISH to its Pulse channel: ``{"type": <last segment>, **payload}`` (as seed
+    000 §3.3.3 does); None if the channel is not mapped or the message is not a JSON object."""
+    ws_channel = raw_channels.get(redis_channel)
     if ws_channel is None:
         return None
     try:

@@ -2,8 +2,9 @@
 they serve, started and stopped with the app.
 
 It knows channels, offsets and sockets, and nothing of any application. An application plugs in
-through the attributes documented below (``docs/scaling.md``): background jobs, readiness checks,
-shutdown hooks and the snapshot sent on subscribe.
+through the attributes documented below (``docs/scaling.md``): its namespaces
+(``namespaces.install``), background jobs, readiness checks, shutdown hooks, the snapshot sent on
+subscribe and raw Redis channels.
 """
 from __future__ import annotations
 
@@ -45,12 +46,15 @@ class Engine:
         self.subscribe_proxy = (namespaces.SubscribeProxy(settings.subscribe_proxy_url)
                                 if settings.subscribe_proxy_url else None)
         self.broker: Broker
+        # Raw Redis pub/sub channels -> Pulse channels, served best-effort without offsets; the
+        # application fills it before start (the built-in app: seed 000's 12 channels).
+        self.raw_channels: dict[str, str] = {}
         if settings.redis_url:
             from .broker_redis import RedisBroker
 
             self.broker = RedisBroker(
                 settings.redis_url, settings.redis_prefix, settings.history.size,
-                settings.history.ttl_seconds)
+                settings.history.ttl_seconds, raw_channels=self.raw_channels)
         else:
             self.broker = MemoryBroker(settings.history.size, settings.history.ttl_seconds)
         self.hub = Hub(self.broker, self.metrics, settings.limits.max_connections_per_user,

@@ -14,8 +14,9 @@ token's ``channels`` claim lists the channel, ``*`` matching any run of characte
 (the application decides over HTTP: :class:`SubscribeProxy`); ``none`` (published to by servers
 only).
 
-The built-in table (:data:`BUILTIN`) is the reference app's; an operator adds or overrides
-namespaces by name in a TOML file (``PULSE_NAMESPACES``, :func:`load_file`), validated at start.
+The engine has no table of its own: the application installs one (the built-in mining dashboard's
+is ``quart_app/dashboard/channels.py``), and an operator adds or overrides namespaces by name in a
+TOML file (``PULSE_NAMESPACES``, :func:`load_file`), validated at start.
 Channel names stay within 128 characters of ``[A-Za-z0-9_-]`` segments separated by ``:``.
 """
 from __future__ import annotations
@@ -32,24 +33,6 @@ _SEGMENT = r"[A-Za-z0-9_-]{1,64}"
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
 RULES = ("anyone", "owner", "member", "token", "proxy", "none")
 PROXY = "proxy"  # what check() answers for a channel whose namespace asks the subscribe proxy
-
-# Seed 000 §3.3.3: raw Redis pub/sub channel -> channel (served best-effort, without offsets).
-SEED_CHANNEL_MAP = {
-    "pubsub:share_submitted": "mining",
-    "pubsub:worker_status": "mining",
-    "pubsub:hashrate_update": "mining",
-    "pubsub:best_diff": "mining",
-    "pubsub:block_found": "dashboard",
-    "pubsub:badge_earned": "gamification",
-    "pubsub:xp_gained": "gamification",
-    "pubsub:level_up": "gamification",
-    "pubsub:streak_update": "gamification",
-    "pubsub:leaderboard_update": "competition",
-    "pubsub:match_update": "competition",
-    "pubsub:feed_item": "dashboard",
-}
-SEED_REDIS_CHANNELS = tuple(SEED_CHANNEL_MAP)
-
 
 class NamespaceError(ValueError):
     """A namespace definition that cannot be used (the message names what and why)."""
@@ -147,23 +130,6 @@ def _check_rule(rule: str, regex: re.Pattern) -> None:
         raise NamespaceError(f"'subscribe' = {rule!r} takes no argument")
 
 
-_KEY = ("user_id", "worker", "category")
-_LATEST = {"stats_update": _KEY, "hashrate_update": _KEY, "leaderboard_update": _KEY}
-
-BUILTIN: tuple[Namespace, ...] = (
-    Namespace("mining", "mining", user_targeted=True, latest_value=_LATEST),
-    Namespace("dashboard", "dashboard", user_targeted=True, latest_value=_LATEST),
-    Namespace("gamification", "gamification", user_targeted=True, latest_value=_LATEST),
-    Namespace("competition", "competition", latest_value=_LATEST),
-    Namespace("leaderboard", "leaderboard:{category}", latest_value=_LATEST),
-    Namespace("activity", "activity:{kind:feed|achievements|high-scores}"),
-    Namespace("session", "session:{id}:{part:live|competitors}"),
-    Namespace("user", "user:{id:int}:{kind:progress|achievements|rank-changes}",
-              subscribe="owner:id"),
-    Namespace("project", "project:{project}:events", subscribe="member:project:projects"),
-)
-
-
 class Registry:
     """Namespaces in the order they are tried; the first whose pattern matches decides."""
 
@@ -195,7 +161,7 @@ class Registry:
         return Registry(extra + tuple(ns for ns in self.namespaces if ns.name not in names))
 
 
-_registry = Registry(BUILTIN)
+_registry = Registry(())  # the application installs its table (create_app)
 
 
 def install(registry: Registry) -> None:
@@ -209,7 +175,7 @@ def current() -> Registry:
 
 
 def load_file(path: str, base: Registry | None = None) -> Registry:
-    """The built-in table merged with the namespaces of a TOML file::
+    """``base`` (the application's table) merged with the namespaces of a TOML file::
 
         [namespaces.project]
         pattern = "project:{project}:events"
@@ -235,7 +201,7 @@ def load_file(path: str, base: Registry | None = None) -> Registry:
         raise NamespaceError(f"{path}: expected [namespaces.<name>] tables only"
                              + (f" (unknown: {', '.join(sorted(unknown))})" if unknown else ""))
     extra = [_namespace(path, name, spec) for name, spec in table.items()]
-    return (base or Registry(BUILTIN)).merged(extra)
+    return (base or Registry(())).merged(extra)
 
 
 _KEYS = {"pattern", "subscribe", "history_size", "history_ttl_seconds", "user_targeted",
