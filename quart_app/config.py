@@ -96,6 +96,8 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     namespaces_file: str | None = None    # PULSE_NAMESPACES: a TOML file (docs/namespaces.md)
     subscribe_proxy_url: str | None = None  # PULSE_SUBSCRIBE_PROXY_URL (namespaces: "proxy")
+    subscribe_proxy_timeout_seconds: float = 2.0    # PULSE_SUBSCRIBE_PROXY_TIMEOUT_SECONDS
+    subscribe_proxy_cache_seconds: float = 30.0     # PULSE_SUBSCRIBE_PROXY_CACHE_SECONDS
 
     @property
     def production(self) -> bool:
@@ -266,6 +268,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth=_auth(env),
         namespaces_file=_namespaces_file(env),
         subscribe_proxy_url=_proxy_url(env),
+        subscribe_proxy_timeout_seconds=_float(env, "PULSE_SUBSCRIBE_PROXY_TIMEOUT_SECONDS",
+                                               2.0, 0.05),
+        subscribe_proxy_cache_seconds=_float(env, "PULSE_SUBSCRIBE_PROXY_CACHE_SECONDS", 30.0),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 import uuid
@@ -199,14 +200,25 @@ class RedisPublisher:
     """Publish straight into Redis, as a Pulse server on ``prefix`` would (async).
 
     ``history_size`` / ``history_ttl_seconds`` must match the servers' ``PULSE_HISTORY_SIZE`` /
-    ``PULSE_HISTORY_TTL_SECONDS`` (they trim the same history). A refused body raises
+    ``PULSE_HISTORY_TTL_SECONDS``, and ``namespaces_file`` their ``PULSE_NAMESPACES`` (read
+    from the environment when not given): they decide which channels exist, which are
+    user-targeted and how much history each keeps. A refused body raises
     :class:`PublishError` (422), as the HTTP API would answer; Redis errors propagate.
     """
 
     def __init__(self, redis_url: str, prefix: str = "pulse:", history_size: int = 1000,
-                 history_ttl_seconds: float = 600.0) -> None:
+                 history_ttl_seconds: float = 600.0, namespaces_file: str | None = None) -> None:
         self.broker = RedisBroker(redis_url, prefix, history_size, history_ttl_seconds)
         self._connected = False
+        namespaces_file = namespaces_file or os.environ.get("PULSE_NAMESPACES") or None
+        if namespaces_file or not namespaces.current().namespaces:
+            # This process is a backend, not a server: give it the servers' channel table (the
+            # built-in app's, plus the file's), raising NamespaceError for a bad file.
+            from .dashboard import channels
+
+            builtin = namespaces.Registry(channels.NAMESPACES)
+            namespaces.install(namespaces.load_file(namespaces_file, builtin)
+                               if namespaces_file else builtin)
 
     async def connect(self) -> None:
         if not self._connected:
@@ -257,5 +269,7 @@ class RedisPublisher:
         ttl = KEY_ID_TTL_SECONDS
         if publication_id is None:
             publication_id, ttl = uuid.uuid4().hex, AUTO_ID_TTL_SECONDS
+        size, keep = namespaces.history_limits(channel)
         return await self.broker.publish(channel, data, user=user, publication_id=publication_id,
-                                         body_hash=body_hash, id_ttl_seconds=ttl)
+                                         body_hash=body_hash, id_ttl_seconds=ttl,
+                                         history_size=size, history_ttl_seconds=keep)

@@ -134,7 +134,9 @@ async def test_a_live_server_follows_the_file(settings, toml, token):
 
 
 class _AppProxy:
-    """The application's subscribe proxy: allows user 1, refuses user 2, fails for user 3."""
+    """The application's subscribe proxy, a real HTTP server: allows user 1, refuses user 2,
+    fails (500) for user 3, answers user 4 after 1 s (past the timeout), and user 5 after 0.3 s
+    (allowed)."""
 
     def __init__(self):
         import json as _json
@@ -147,13 +149,19 @@ class _AppProxy:
             def do_POST(self):
                 body = _json.loads(self.rfile.read(int(self.headers["content-length"])))
                 calls.append(body)
-                status = 500 if body["user"] == 3 else 200
-                answer = _json.dumps({"allow": body["user"] == 1}).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                user = body["user"]
+                if user in (4, 5):
+                    time.sleep(1.0 if user == 4 else 0.3)
+                status = 500 if user == 3 else 200
+                answer = _json.dumps({"allow": user in (1, 4, 5)}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:  # the caller gave up (the timeout case)
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -167,27 +175,99 @@ class _AppProxy:
         self.server.server_close()
 
 
-async def test_a_subscribe_proxy_decides_and_its_answers_are_cached(settings, toml):
+@pytest.fixture
+def app_proxy():
+    proxy = _AppProxy()
+    yield proxy
+    proxy.close()
+
+
+async def _sse_verdict(http, channel: str, token: str) -> tuple[int, str]:
+    """``/sse``'s answer: 200 and the first frame's type, or the refusal's status and detail."""
+    import json as _json
+
+    async with http.stream("GET", "/sse", params={"channels": channel, "token": token}) as resp:
+        if resp.status_code != 200:
+            await resp.aread()
+            return resp.status_code, resp.json()["detail"]
+        async for line in resp.aiter_lines():
+            if line.startswith("data:"):
+                return 200, _json.loads(line[5:])["type"]
+    return resp.status_code, ""
+
+
+async def test_a_subscribe_proxy_decides_on_ws_sse_and_history(settings, toml, app_proxy):
+    """allow, deny, error and timeout, each the same on the three ways in; answers cached,
+    errors and timeouts not."""
     import httpx
 
-    proxy = _AppProxy()
-    try:
-        path = toml('[namespaces.doc]\npattern = "doc:{doc}"\nsubscribe = "proxy"\n')
-        settings = replace(settings, namespaces_file=path, subscribe_proxy_url=proxy.url)
-        async with serve_app(settings) as (address, app):
-            allowed = mint_token(SECRET, 1)
-            async with ws_client(address, allowed) as ws:
-                assert (await ws.subscribe("doc:a"))["type"] == "subscribed"
-                assert (await ws.subscribe("doc:a"))["type"] == "subscribed"   # cached
-            assert [(c["user"], c["channel"]) for c in proxy.calls] == [(1, "doc:a")]
-            for user, reason in ((2, "refused by the app"), (3, "did not answer")):
-                async with ws_client(address, mint_token(SECRET, user)) as ws:
-                    refused = await ws.subscribe("doc:a")
-                    assert refused["type"] == "error" and reason in refused["message"]
-            async with httpx.AsyncClient(base_url=f"http://{address}") as http:
-                ok = await http.get("/history", params={"channel": "doc:a", "token": allowed})
-                no = await http.get("/history", params={"channel": "doc:a",
-                                                        "token": mint_token(SECRET, 2)})
-                assert (ok.status_code, no.status_code) == (200, 403)
-    finally:
-        proxy.close()
+    proxy = app_proxy
+    path = toml('[namespaces.doc]\npattern = "doc:{doc}"\nsubscribe = "proxy"\n')
+    settings = replace(settings, namespaces_file=path, subscribe_proxy_url=proxy.url,
+                       subscribe_proxy_timeout_seconds=0.4, subscribe_proxy_cache_seconds=30.0)
+    async with serve_app(settings) as (address, app):
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5) as http:
+            for user, channel, verdict in ((1, "doc:a", None),
+                                           (2, "doc:a", "refused by the app"),
+                                           (3, "doc:a", "did not answer"),
+                                           (4, "doc:a", "did not answer")):
+                tok = mint_token(SECRET, user)
+                async with ws_client(address, tok) as ws:
+                    started = time.monotonic()
+                    frame = await ws.subscribe(channel)
+                    took = time.monotonic() - started
+                if verdict is None:
+                    assert frame["type"] == "subscribed"
+                else:
+                    assert frame["type"] == "error" and verdict in frame["message"], frame
+                if user == 4:  # refused at the timeout, not after the app's 1 s
+                    assert took < 0.9, took
+                sse = await _sse_verdict(http, channel, tok)
+                history = await http.get("/history", params={"channel": channel, "token": tok})
+                if verdict is None:
+                    assert sse == (200, "subscribed") and history.status_code == 200
+                else:
+                    assert sse[0] == 403 and verdict in sse[1], sse
+                    assert history.status_code == 403 and verdict in history.json()["detail"]
+            asked = [c["user"] for c in proxy.calls]
+            # 1 and 2: asked once, then cached; 3 and 4 (failures): asked each time.
+            assert (asked.count(1), asked.count(2), asked.count(3), asked.count(4)) == (1, 1, 3, 3)
+            assert proxy.calls[0] == {"user": 1, "channel": "doc:a", "claims": {}}
+
+
+async def test_concurrent_asks_share_one_proxy_request(settings, toml, app_proxy):
+    """Ten connections of one user subscribing at once (a reconnect storm): one request."""
+    import asyncio
+
+    path = toml('[namespaces.doc]\npattern = "doc:{doc}"\nsubscribe = "proxy"\n')
+    settings = replace(settings, namespaces_file=path, subscribe_proxy_url=app_proxy.url)
+    async with serve_app(settings) as (address, app):
+        tok = mint_token(SECRET, 5)
+
+        async def one():
+            async with ws_client(address, tok) as ws:
+                return (await ws.subscribe("doc:b"))["type"]
+
+        assert await asyncio.gather(*(one() for _ in range(10))) == ["subscribed"] * 10
+        assert [c["user"] for c in app_proxy.calls] == [5]
+
+
+async def test_token_channels_rule_on_ws_sse_and_history(settings, toml):
+    """``subscribe = "token"``: the JWT's ``channels`` claim (globs) decides, on each way in."""
+    import httpx
+
+    settings = replace(settings, namespaces_file=toml(SEED_003))
+    allowed = mint_token(SECRET, 1, channels=["room:lob*", "room:kitchen"])
+    async with serve_app(settings) as (address, app):
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5) as http:
+            for channel, ok in (("room:lobby", True), ("room:kitchen", True),
+                                ("room:garden", False)):
+                async with ws_client(address, allowed) as ws:
+                    frame = await ws.subscribe(channel)
+                assert (frame["type"] == "subscribed") is ok, frame
+                sse = await _sse_verdict(http, channel, allowed)
+                history = await http.get("/history", params={"channel": channel,
+                                                              "token": allowed})
+                assert (sse[0], history.status_code) == ((200, 200) if ok else (403, 403))
+            bare = mint_token(SECRET, 2)  # no channels claim: nothing in the namespace
+            assert (await _sse_verdict(http, "room:lobby", bare))[0] == 403

@@ -43,8 +43,10 @@ def mint_token(
     name: str | None = None,
     address: str | None = None,
     now: float | None = None,
+    **extra: Any,
 ) -> str:
-    """Return a signed access token for ``user_id`` valid for ``ttl_seconds``."""
+    """Return a signed access token for ``user_id`` valid for ``ttl_seconds``; ``extra`` claims
+    (``channels=["room:*"]`` for the token rule, docs/namespaces.md) are added as they are."""
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
         "sub": str(user_id),
@@ -58,6 +60,7 @@ def mint_token(
         claims["name"] = name
     if address:
         claims["address"] = address
+    claims.update(extra)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 

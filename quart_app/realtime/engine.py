@@ -43,8 +43,9 @@ class Engine:
         self.settings = settings
         self.metrics = Metrics()
         self.tokens = TokenVerifier(settings.jwt_secret, settings.auth)
-        self.subscribe_proxy = (namespaces.SubscribeProxy(settings.subscribe_proxy_url)
-                                if settings.subscribe_proxy_url else None)
+        self.subscribe_proxy = (namespaces.SubscribeProxy(
+            settings.subscribe_proxy_url, settings.subscribe_proxy_timeout_seconds,
+            settings.subscribe_proxy_cache_seconds) if settings.subscribe_proxy_url else None)
         self.broker: Broker
         # Raw Redis pub/sub channels -> Pulse channels, served best-effort without offsets; the
         # application fills it before start (the built-in app: seed 000's 12 channels).

@@ -21,8 +21,10 @@ Channel names stay within 128 characters of ``[A-Za-z0-9_-]`` segments separated
 """
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -296,28 +298,49 @@ class SubscribeProxy:
     """Asks the application whether a user may subscribe (namespaces with ``subscribe =
     "proxy"``): ``POST PULSE_SUBSCRIBE_PROXY_URL`` with ``{"user", "channel", "claims"}``; a 200
     answer ``{"allow": true}`` allows, anything else refuses. Answers are cached per user and
-    channel for :data:`CACHE_SECONDS`; a proxy that fails or is slow refuses (fail closed)."""
+    channel for ``cache_seconds`` (0: not cached); a proxy that fails or does not answer within
+    ``timeout_seconds`` refuses (fail closed) and is not cached. Concurrent asks for one user and
+    channel (a reconnect storm) share one request."""
 
-    CACHE_SECONDS = 30.0
-    TIMEOUT_SECONDS = 2.0
-
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_seconds: float = 2.0,
+                 cache_seconds: float = 30.0) -> None:
         self.url = url
+        self.timeout_seconds = timeout_seconds
+        self.cache_seconds = cache_seconds
         self._cache: dict[tuple[int, str], tuple[float, str | None]] = {}
+        self._asking: dict[tuple[int, str], asyncio.Future] = {}
         self._client: Any = None
+        self.requests = 0  # sent to the application (for tests and /metrics readers)
 
     async def ask(self, who: Principal, channel: str) -> str | None:
-        import time
+        key = (who.user_id, channel)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        pending = self._asking.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._asking[key] = asyncio.get_running_loop().create_future()
+        try:
+            problem, cacheable = await self._request(who, channel)
+            if cacheable and self.cache_seconds > 0:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                self._cache[key] = (time.monotonic() + self.cache_seconds, problem)
+            pending.set_result(problem)
+            return problem
+        except BaseException as exc:  # cancelled: whoever shares the ask is refused, not hung
+            pending.set_result(f"Forbidden channel: {channel} (the subscribe proxy did not answer)")
+            raise exc
+        finally:
+            del self._asking[key]
 
+    async def _request(self, who: Principal, channel: str) -> tuple[str | None, bool]:
         import httpx
 
-        key = (who.user_id, channel)
-        now = time.monotonic()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.TIMEOUT_SECONDS)
+            self._client = httpx.AsyncClient(timeout=self.timeout_seconds)
+        self.requests += 1
         try:
             response = await self._client.post(self.url, json={
                 "user": who.user_id, "channel": channel, "claims": dict(who.claims)})
@@ -325,12 +348,8 @@ class SubscribeProxy:
                 raise RuntimeError(f"subscribe proxy answered {response.status_code}")
             allowed = response.status_code == 200 and response.json().get("allow") is True
         except Exception:  # network, timeout, 5xx, not JSON: refuse, and do not remember it
-            return f"Forbidden channel: {channel} (the subscribe proxy did not answer)"
-        problem = None if allowed else f"Forbidden channel: {channel} (refused by the app)"
-        if len(self._cache) > 100_000:
-            self._cache.clear()
-        self._cache[key] = (now + self.CACHE_SECONDS, problem)
-        return problem
+            return f"Forbidden channel: {channel} (the subscribe proxy did not answer)", False
+        return (None if allowed else f"Forbidden channel: {channel} (refused by the app)"), True
 
     async def close(self) -> None:
         if self._client is not None:
