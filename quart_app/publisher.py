@@ -27,9 +27,9 @@ import httpx
 from .errors import Unprocessable
 from .publish_api import publish_body
 from .realtime import namespaces
-from .realtime.broker import Publication, user_of
+from .realtime.broker import Publication
 from .realtime.broker_redis import RedisBroker
-from .realtime.engine import AUTO_ID_TTL_SECONDS, KEY_ID_TTL_SECONDS
+from .realtime.engine import publish_many, publish_request
 from .web import KEY_CHARS, KEY_MAX
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -254,7 +254,8 @@ class RedisPublisher:
                                     "characters (no spaces)")
         await self.connect()
         try:
-            answer, status, _replayed = await publish_body(self._publish, body, key)
+            answer, status, _replayed = await publish_body(self._publish, body, key,
+                                                           self._publish_many)
         except Unprocessable as exc:
             raise PublishError(422, exc.detail) from None
         if status >= 300:
@@ -264,12 +265,9 @@ class RedisPublisher:
     async def _publish(self, channel: str, data: dict, *, publication_id: str | None = None,
                        body_hash: str = "") -> Publication:
         """What ``Engine.publish`` does: a user's own offset space on a user-targeted channel,
-        and an id on every publish (a redis-py retry after a timeout cannot publish twice)."""
-        user = user_of(data) if namespaces.targets_user(channel) else None
-        ttl = KEY_ID_TTL_SECONDS
-        if publication_id is None:
-            publication_id, ttl = uuid.uuid4().hex, AUTO_ID_TTL_SECONDS
-        size, keep = namespaces.history_limits(channel)
-        return await self.broker.publish(channel, data, user=user, publication_id=publication_id,
-                                         body_hash=body_hash, id_ttl_seconds=ttl,
-                                         history_size=size, history_ttl_seconds=keep)
+        the namespace's history, and an id on every publish (a retry cannot publish twice)."""
+        return await self.broker.publish(**publish_request(channel, data, publication_id,
+                                                           body_hash, None))
+
+    async def _publish_many(self, requests: list) -> list[Publication]:
+        return await publish_many(self.broker, requests)

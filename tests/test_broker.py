@@ -118,6 +118,57 @@ async def test_listen_delivers_in_offset_order(make_broker):
     await stream.aclose()
 
 
+async def test_a_batch_keeps_order_spaces_history_and_reaches_listeners(make_broker):
+    """publish_many as one batch: offsets per stream in request order (a user's own space
+    apart), the same frames in history and on the listener, each stream trimmed to its size."""
+    broker = await make_broker()
+    stream = broker.listen()
+    listener = asyncio.ensure_future(_take(stream, 7))
+    await asyncio.sleep(0.2)
+    for channel in ("mining", "leaderboard:x"):
+        await broker.subscribe_upstream(channel)
+    requests = [{"channel": "mining", "data": {"type": "a", "i": 0}},
+                {"channel": "leaderboard:x", "data": {"type": "b", "i": 1}, "history_size": 1},
+                {"channel": "mining", "data": {"type": "a", "i": 2, "user_id": 7}, "user": 7},
+                {"channel": "mining", "data": {"type": "a", "i": 3}},
+                {"channel": "leaderboard:x", "data": {"type": "b", "i": 4}, "history_size": 1},
+                {"channel": "mining", "data": {"type": "a", "i": 5, "user_id": 7}, "user": 7},
+                {"channel": "mining", "data": {"type": "a", "i": 6}}]
+    published = await broker.publish_many(requests, batch_id="b1")
+    assert [(p.channel, p.offset, p.user) for p in published] == [
+        ("mining", 1, None), ("leaderboard:x", 1, None), ("mining", 1, 7), ("mining", 2, None),
+        ("leaderboard:x", 2, None), ("mining", 2, 7), ("mining", 3, None)]
+    assert [p.data["i"] for p in published] == list(range(7))
+    heard = await listener
+    assert [json.loads(p.frame) for p in heard] == [json.loads(p.frame) for p in published]
+    assert json.loads(published[2].frame)["user_offset"] == 1
+    assert [p.data["i"] for p in (await broker.history("mining", 0)).publications] == [0, 3, 6]
+    mine = await broker.history("mining", 0, user=7)
+    assert [p.offset for p in mine.publications] == [1, 2]
+    kept = await broker.history("leaderboard:x", 1)
+    assert [p.data["i"] for p in kept.publications] == [4]
+    await stream.aclose()
+
+
+@pytest.mark.integration
+async def test_a_retried_batch_call_publishes_nothing_twice(redis_url, redis_prefix):
+    """A batch call run again under its id (redis-py retrying after a timeout) answers the
+    first run's offsets, marked duplicate, and publishes nothing more."""
+    broker = RedisBroker(redis_url, redis_prefix)
+    await broker.connect()
+    try:
+        requests = [{"channel": "mining", "data": {"type": "a", "i": i}} for i in range(3)]
+        first = await broker.publish_many(requests, batch_id="same")
+        again = await broker.publish_many(requests, batch_id="same")
+        assert [p.offset for p in again] == [p.offset for p in first] == [1, 2, 3]
+        assert all(p.duplicate for p in again) and not any(p.duplicate for p in first)
+        assert (await broker.latest("mining"))[0] == 3
+        other = await broker.publish_many(requests, batch_id="other")
+        assert [p.offset for p in other] == [4, 5, 6]
+    finally:
+        await broker.close()
+
+
 @pytest.mark.integration
 async def test_two_brokers_on_one_redis_share_offsets(redis_url, redis_prefix):
     a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from ..web import require_api_key, services
 

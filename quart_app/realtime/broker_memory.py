@@ -86,8 +86,10 @@ class MemoryBroker:
         self._wakeup.set()
         return publication
 
-    async def publish_many(self, requests: list[dict]) -> list[Publication]:
-        """Several publishes, in order (the same contract as the Redis broker's)."""
+    async def publish_many(self, requests: list[dict], *, batch_id: str | None = None,
+                           batch_id_ttl_seconds: float = 30.0) -> list[Publication]:
+        """Several publishes, in order (the same contract as the Redis broker's; in one
+        process nothing retries a call, so ``batch_id`` is not needed)."""
         return [await self.publish(r["channel"], r["data"],
                                    **{k: v for k, v in r.items() if k not in ("channel", "data")})
                 for r in requests]

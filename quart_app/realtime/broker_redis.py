@@ -8,6 +8,7 @@ Keys (``prefix`` defaults to ``pulse:``, tests use a unique one each):
 * ``{prefix}history:{stream}`` – a stream of ``o`` (offset) / ``f`` (frame), trimmed to the
   newest ``size`` entries and, by stream id (milliseconds), to ``ttl``.
 * ``{prefix}pubid:{channel}:{id}`` – an idempotent publication's offset and body hash.
+* ``{prefix}batch:{id}``        – a batch of publications' offsets (a retried call returns them).
 * ``{prefix}ch:{channel}``      – the pub/sub channel; the message is ``<unix ts>\\n<frame>``.
 
 A *stream* is a channel, or ``channel#user`` for one user's own offset space on a user-targeted
@@ -84,6 +85,59 @@ end
 return {offset, epoch, 0, ''}
 """
 
+# Many publications in one call (one script run, one reply): for publish_many without ids of
+# their own. The batch as a whole carries an id, so a call retried after a timeout (its first
+# run may have happened) returns the first run's offsets instead of publishing twice.
+# KEYS: the batch id key, then the offset, history and epoch keys of each stream in the batch.
+# ARGV: batch id TTL ms ('0': no id), the user streams' keys TTL ms, and a JSON array with one
+#       entry per publication: [stream number (1-based), pub/sub channel, channel JSON,
+#       data JSON, history size, history TTL ms, '1' for a user's own space].
+# Returns 'offset,offset,…' ('D' first when the batch had already run).
+PUBLISH_BATCH_LUA = """
+if ARGV[1] ~= '0' then
+  local seen = redis.call('GET', KEYS[1])
+  if seen then return 'D' .. seen end
+end
+local pubs = cjson.decode(ARGV[3])
+local count, last, left = {}, {}, {}
+for _, p in ipairs(pubs) do count[p[1]] = (count[p[1]] or 0) + 1 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local stamp = now[1] .. '.' .. string.format('%06d', tonumber(now[2])) .. '\\n'
+local offsets = {}
+for i, p in ipairs(pubs) do
+  local n = p[1]
+  local k = 1 + 3 * (n - 1)
+  local offset = last[n]
+  if offset == nil then
+    offset = redis.call('INCRBY', KEYS[k + 1], count[n]) - count[n]
+    if offset == 0 or redis.call('EXISTS', KEYS[k + 3]) == 0 then
+      redis.call('SET', KEYS[k + 3], now[1] .. string.format('%06d', tonumber(now[2])))
+    end
+    if p[7] == '1' then
+      redis.call('PEXPIRE', KEYS[k + 1], ARGV[2])
+      redis.call('PEXPIRE', KEYS[k + 3], ARGV[2])
+    end
+    left[n] = count[n]
+  end
+  offset = offset + 1
+  last[n] = offset
+  local frame = '{"channel":' .. p[3] .. ',"data":' .. p[4] .. ',"offset":' .. offset
+  if p[7] == '1' then frame = frame .. ',"user_offset":' .. offset .. '}' else frame = frame .. '}' end
+  redis.call('XADD', KEYS[k + 2], 'MAXLEN', p[5], '*', 'o', offset, 'f', frame)
+  left[n] = left[n] - 1
+  if left[n] == 0 then  -- the stream's last publication in this batch: trim by age once
+    redis.call('XTRIM', KEYS[k + 2], 'MINID', tostring(now_ms - tonumber(p[6])))
+    redis.call('PEXPIRE', KEYS[k + 2], p[6])
+  end
+  redis.call('PUBLISH', p[2], stamp .. frame)
+  offsets[i] = offset
+end
+local reply = table.concat(offsets, ',')
+if ARGV[1] ~= '0' then redis.call('SET', KEYS[1], reply, 'PX', ARGV[1]) end
+return reply
+"""
+
 # Read the latest offset and the entries after `since` in one atomic step: with two round trips
 # a publication in between would push the newest-N window past `since` and fail recovery.
 HISTORY_LUA = """
@@ -150,6 +204,7 @@ class RedisBroker:
             self.url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0),
             single_connection_client=False)
         self._script = self._redis.register_script(PUBLISH_LUA)
+        self._batch_script = self._redis.register_script(PUBLISH_BATCH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
         self._latest_script = self._redis.register_script(LATEST_LUA)
 
@@ -221,9 +276,49 @@ class RedisBroker:
         reply = await self._script(keys=keys, args=args)
         return self._result(channel, data, user, data_json, now, reply)
 
-    async def publish_many(self, requests: list[dict]) -> list[Publication]:
-        """Several publishes in one round trip (a pipeline of the same script, run in order:
-        a channel's publications keep their order). Each request: ``publish``'s arguments."""
+    async def publish_many(self, requests: list[dict], *, batch_id: str | None = None,
+                           batch_id_ttl_seconds: float = 30.0) -> list[Publication]:
+        """Several publishes in one round trip, in order (a channel's publications keep their
+        order). Each request: ``publish``'s arguments. Requests without ids of their own run as
+        one script call under ``batch_id`` (a retried call cannot publish twice); with ids, as
+        a pipeline of the one-publication script."""
+        if any(r.get("publication_id") for r in requests):
+            return await self._publish_pipelined(requests)
+        streams: dict[str, int] = {}
+        keys = [self._key("batch", batch_id) if batch_id else self._key("batch", "-")]
+        entries, made = [], []
+        for request in requests:
+            channel, data, user = request["channel"], request["data"], request.get("user")
+            stream = stream_name(channel, user)
+            number = streams.get(stream)
+            if number is None:
+                number = streams[stream] = len(streams) + 1
+                keys += [self._key("offset", stream), self._key("history", stream),
+                         self._key("epoch", stream)]
+            size, keep = request.get("history_size"), request.get("history_ttl_seconds")
+            data_json = encode_json(data)
+            entries.append([number, self._key("ch", channel), encode_json(channel), data_json,
+                            str(self._size if size is None else size),
+                            str(self._ttl_ms if keep is None else max(1, int(keep * 1000))),
+                            "1" if user is not None else "0"])
+            made.append((channel, data, user, data_json))
+        reply = await self._batch_script(
+            keys=keys, args=[int(batch_id_ttl_seconds * 1000) if batch_id else 0,
+                             USER_STREAM_TTL_MS, json.dumps(entries, ensure_ascii=False)])
+        text = reply.decode() if isinstance(reply, bytes) else str(reply)
+        duplicate = text.startswith("D")
+        now = time.time()
+        publications = []
+        for (channel, data, user, data_json), offset in zip(
+                made, text.lstrip("D").split(",")):
+            publication = Publication(channel, data, int(offset),
+                                      publication_frame(channel, data_json, int(offset),
+                                                        user is not None), now, user)
+            publication.duplicate = duplicate
+            publications.append(publication)
+        return publications
+
+    async def _publish_pipelined(self, requests: list[dict]) -> list[Publication]:
         calls = []
         async with self.redis.pipeline(transaction=False) as pipe:
             for request in requests:

@@ -138,25 +138,42 @@ class Engine:
         space. Every publish carries an id, so a broker call retried after a timeout cannot
         give one publication two offsets; a caller's own id (an ``Idempotency-Key``) is kept
         longer and makes the whole publish idempotent (``duplicate`` on the result)."""
-        return await self.broker.publish(**self._request(channel, data, publication_id,
-                                                         body_hash, id_ttl_seconds))
+        return await self.broker.publish(**publish_request(channel, data, publication_id,
+                                                           body_hash, id_ttl_seconds))
 
     async def publish_many(self, requests: list[tuple[str, dict, str | None, str]],
                            id_ttl_seconds: float | None = None) -> list[Publication]:
         """``(channel, data, publication_id, body_hash)`` each, in one broker round trip and in
         order; otherwise as :meth:`publish`."""
-        return await self.broker.publish_many(
-            [self._request(channel, data, pid, digest, id_ttl_seconds)
-             for channel, data, pid, digest in requests])
+        return await publish_many(self.broker, requests, id_ttl_seconds)
 
-    def _request(self, channel: str, data: dict, publication_id: str | None, body_hash: str,
-                 id_ttl_seconds: float | None) -> dict:
-        user = user_of(data) if namespaces.targets_user(channel) else None
-        if publication_id is None:
-            publication_id, ttl = uuid.uuid4().hex, AUTO_ID_TTL_SECONDS
-        else:
-            ttl = id_ttl_seconds or KEY_ID_TTL_SECONDS
-        size, keep = namespaces.history_limits(channel)
-        return {"channel": channel, "data": data, "user": user,
-                "publication_id": publication_id, "body_hash": body_hash,
-                "id_ttl_seconds": ttl, "history_size": size, "history_ttl_seconds": keep}
+
+def publish_request(channel: str, data: dict, publication_id: str | None, body_hash: str,
+                    id_ttl_seconds: float | None, auto_id: bool = True) -> dict:
+    """The broker's ``publish`` arguments for ``data`` on ``channel``, as the namespaces say
+    (a user's own space, history size and TTL), with an automatic id unless ``auto_id`` is
+    false. Shared with backends that publish straight into Redis (quart_app/publisher.py)."""
+    user = user_of(data) if namespaces.targets_user(channel) else None
+    if publication_id is None:
+        publication_id = uuid.uuid4().hex if auto_id else None
+        ttl = AUTO_ID_TTL_SECONDS
+    else:
+        ttl = id_ttl_seconds or KEY_ID_TTL_SECONDS
+    size, keep = namespaces.history_limits(channel)
+    return {"channel": channel, "data": data, "user": user,
+            "publication_id": publication_id, "body_hash": body_hash,
+            "id_ttl_seconds": ttl, "history_size": size, "history_ttl_seconds": keep}
+
+
+async def publish_many(broker: Broker, requests: list[tuple[str, dict, str | None, str]],
+                       id_ttl_seconds: float | None = None) -> list[Publication]:
+    """:meth:`Engine.publish_many` on ``broker``. Requests without ids of their own go as one
+    batch under one id (a retried broker call cannot publish them twice)."""
+    if not any(pid for _channel, _data, pid, _digest in requests):
+        return await broker.publish_many(
+            [publish_request(channel, data, None, "", None, auto_id=False)
+             for channel, data, _pid, _digest in requests],
+            batch_id=uuid.uuid4().hex, batch_id_ttl_seconds=AUTO_ID_TTL_SECONDS)
+    return await broker.publish_many(
+        [publish_request(channel, data, pid, digest, id_ttl_seconds)
+         for channel, data, pid, digest in requests])
