@@ -1,11 +1,12 @@
-"""Generic publish throughput, in one process: ``POST /api/publish`` batches through Quart's
-test client (the whole handler: body read, parse, validation, publish, answer; no socket), on the
-embedded broker and on real Redis, plus :class:`quart_app.publisher.RedisPublisher` straight into
-Redis. Zero loss is counted by offsets: every channel's last offset must equal what was sent to
+"""Generic publish throughput, in one process: ``POST /api/publish`` single publications and
+batches through Quart's test client (the whole handler: body read, parse, validation, publish,
+answer; no socket), on the embedded broker and on real Redis, plus
+:class:`quart_app.publisher.RedisPublisher` straight into Redis. Zero loss is counted by offsets: every channel's last offset must equal what was sent to
 it, and the answers must hold every offset once.
 
     .venv/bin/python bench/publish.py                        # 10 x 1000-item batches per case
     .venv/bin/python bench/publish.py --batches 20 --channels 1,100 --key
+    taskset -c 0 .venv/bin/python bench/publish.py --singles 2000   # one core, as RESULTS.md
 """
 from __future__ import annotations
 
@@ -49,12 +50,41 @@ def check(answers: list[list[dict]], latest: dict[str, int], sent: dict[str, int
     return "ok"
 
 
-async def via_http(redis_url: str | None, args, channels: int) -> tuple[float, str]:
+def make_app(redis_url: str | None):
     env = {"JWT_SECRET": SECRET, "PULSE_API_KEY": API_KEY,
            "DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/bench.db"}
     if redis_url:
         env.update(REDIS_URL=redis_url, PULSE_REDIS_PREFIX=f"pulse-bench:{uuid.uuid4().hex}:")
-    app = create_app(load_settings(env))
+    return create_app(load_settings(env))
+
+
+async def via_http_single(redis_url: str | None, args, channels: int) -> tuple[float, str]:
+    """One publication per request, one request at a time (the latency-bound path)."""
+    app = make_app(redis_url)
+    async with app.test_app():
+        client = app.test_client()
+        items = [item for n in range(args.singles // args.size + 1)
+                 for item in batch(n, args.size, channels)][:args.singles]
+        headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+        bodies = [json.dumps(item) for item in items]
+        answers = []
+        started = time.perf_counter()
+        for body in bodies:
+            response = await client.post("/api/publish", data=body, headers=headers)
+            assert response.status_code == 202, await response.get_data()
+            answers.append([await response.get_json()])
+        elapsed = time.perf_counter() - started
+        broker = app.extensions["pulse"].broker
+        latest = {f"session:s{c}:live": (await broker.latest(f"session:s{c}:live"))[0]
+                  for c in range(channels)}
+    sent: dict[str, int] = {}
+    for item in items:
+        sent[item["channel"]] = sent.get(item["channel"], 0) + 1
+    return len(items) / elapsed, check(answers, latest, sent)
+
+
+async def via_http(redis_url: str | None, args, channels: int) -> tuple[float, str]:
+    app = make_app(redis_url)
     async with app.test_app():
         client = app.test_client()
         bodies = [json.dumps(batch(n, args.size, channels)) for n in range(args.batches)]
@@ -104,13 +134,19 @@ async def main() -> None:
     parser.add_argument("--channels", default="100,1", help="channels per batch, comma-separated")
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--key", action="store_true", help="send an Idempotency-Key per batch")
+    parser.add_argument("--singles", type=int, default=2000,
+                        help="single-publication requests per case (0: skip)")
     args = parser.parse_args()
     logging.disable(logging.INFO)
     print(f"{args.batches} x {args.size}-item batches, Idempotency-Key: {args.key}")
     for channels in (int(c) for c in args.channels.split(",")):
-        for name, run in (("HTTP, embedded broker", lambda: via_http(None, args, channels)),
+        cases = []
+        if args.singles:
+            cases += [("HTTP single, embedded", lambda: via_http_single(None, args, channels)),
+                      ("HTTP single, Redis", lambda: via_http_single(args.redis, args, channels))]
+        for name, run in cases + [("HTTP, embedded broker", lambda: via_http(None, args, channels)),
                           ("HTTP, Redis", lambda: via_http(args.redis, args, channels)),
-                          ("RedisPublisher", lambda: via_redis(args.redis, args, channels))):
+                          ("RedisPublisher", lambda: via_redis(args.redis, args, channels))]:
             rate, loss = await run()
             print(f"  {name:22} {channels:4} channel(s): {rate:9,.0f} publications/s  {loss}")
 
