@@ -151,6 +151,36 @@ async def test_a_batch_keeps_order_spaces_history_and_reaches_listeners(make_bro
 
 
 @pytest.mark.integration
+async def test_concurrent_reads_share_one_trip_and_each_gets_its_own_answer(
+        redis_url, redis_prefix):
+    """A reconnect storm's reads: resumes from 50 different offsets, latest offsets of a
+    user's space and of a channel, all asked at once, go to Redis as one pipeline; each answer
+    is what a read of its own would have been (history holds the newest 30 of 60)."""
+    broker = RedisBroker(redis_url, redis_prefix, history_size=30)
+    await broker.connect()
+    try:
+        await broker.publish_many([{"channel": "mining", "data": {"type": "a", "i": i}}
+                                   for i in range(60)], batch_id="fill")
+        await broker.publish("mining", {"type": "mine", "user_id": 4}, user=4)
+        trips = broker.read_trips
+        answers = await asyncio.gather(*(broker.history("mining", since)
+                                         for since in range(20, 70)),
+                                       broker.latest("mining", user=4), broker.latest("mining"))
+        assert broker.read_trips == trips + 1
+        for since, answer in zip(range(20, 70), answers):
+            alone = await broker.history("mining", since)
+            assert (answer.complete, answer.latest) == (alone.complete, alone.latest)
+            assert [p.offset for p in answer.publications] == \
+                [p.offset for p in alone.publications]
+            assert answer.complete == (30 <= since <= 60)
+            if 30 <= since < 60:
+                assert [p.offset for p in answer.publications] == list(range(since + 1, 61))
+        assert [a[0] for a in answers[-2:]] == [1, 60]
+    finally:
+        await broker.close()
+
+
+@pytest.mark.integration
 async def test_a_retried_batch_call_publishes_nothing_twice(redis_url, redis_prefix):
     """A batch call run again under its id (redis-py retrying after a timeout) answers the
     first run's offsets, marked duplicate, and publishes nothing more."""

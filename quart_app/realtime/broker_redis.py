@@ -27,6 +27,7 @@ subscribed; raw JSON published there is served best-effort, without an offset.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import random
@@ -140,18 +141,27 @@ return reply
 
 # Read the latest offset and the entries after `since` in one atomic step: with two round trips
 # a publication in between would push the newest-N window past `since` and fail recovery.
+# ARGV: since, history size, '1' to read the newest `size` entries even when `since` is older
+# (a read shared by several resumes, each of which keeps what follows its own `since`).
 HISTORY_LUA = """
 local latest = tonumber(redis.call('GET', KEYS[1]) or '0')
 local epoch = redis.call('GET', KEYS[3]) or ''
 local wanted = latest - tonumber(ARGV[1])
+if wanted > tonumber(ARGV[2]) and ARGV[3] == '1' then wanted = tonumber(ARGV[2]) end
 if wanted <= 0 or wanted > tonumber(ARGV[2]) then
   return {latest, {}, epoch}
 end
 return {latest, redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', wanted), epoch}
 """
 
+# The latest offset and epoch of several streams (KEYS: offset, epoch, offset, epoch, ...).
 LATEST_LUA = """
-return {tonumber(redis.call('GET', KEYS[1]) or '0'), redis.call('GET', KEYS[2]) or ''}
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  out[#out + 1] = redis.call('GET', KEYS[i + 1]) or ''
+end
+return out
 """
 
 USER_STREAM_TTL_MS = 24 * 3600 * 1000  # a user's own offsets restart (new epoch) after a quiet day
@@ -185,6 +195,9 @@ class RedisBroker:
         self._wanted: set[str] = set()
         self._confirm: dict[str, asyncio.Future] = {}
         self._closed = False
+        self._reads: list[tuple[tuple, asyncio.Future]] = []   # waiting for the next flush
+        self._reading: set[asyncio.Task] = set()
+        self.read_trips = 0  # pipelines of reads sent (tests, bench)
         self._ready = asyncio.Event()  # the listener is connected and reading
         self.reconnects = 0
 
@@ -340,24 +353,88 @@ class RedisBroker:
         size = history_limits(channel)[0]
         return self._size if size is None else size
 
+    # Reads made in one event-loop iteration go to Redis together, as one pipeline: the latest
+    # offsets of every stream asked in one script call, and one history read per stream from
+    # the oldest `since` asked, shared by every resume of that stream. A reconnect storm of
+    # 10,000 clients then costs a few round trips per loop iteration, not two per client.
     async def latest(self, channel: str, *, user: int | None = None) -> tuple[int, str]:
-        stream = stream_name(channel, user)
-        offset, epoch = await self._latest_script(
-            keys=[self._key("offset", stream), self._key("epoch", stream)])
-        return int(offset), epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+        return await self._enqueue(("latest", stream_name(channel, user), user, 0, 0))
 
     async def latest_offset(self, channel: str) -> int:
         return (await self.latest(channel))[0]
 
     async def history(self, channel: str, since: int, *, user: int | None = None,
                       epoch: str | None = None) -> History:
-        stream = stream_name(channel, user)
-        latest, entries, current = await self._history_script(
-            keys=[self._key("offset", stream), self._key("history", stream),
-                  self._key("epoch", stream)],
-            args=[since, self._held(channel)])
-        latest = int(latest)
-        current = current.decode() if isinstance(current, bytes) else str(current)
+        latest, publications, current = await self._enqueue(
+            ("history", stream_name(channel, user), user, since, self._held(channel)))
+        start = bisect.bisect_right(publications, since, key=_offset_of)
+        return history_result(publications[start:], latest, since, current, epoch)
+
+    def _enqueue(self, read: tuple) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._reads:
+            loop.call_soon(self._flush_reads)
+        self._reads.append((read, future))
+        return future
+
+    def _flush_reads(self) -> None:
+        reads, self._reads = self._reads, []
+        task = asyncio.get_running_loop().create_task(self._read_together(reads))
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def _read_together(self, reads: list[tuple[tuple, asyncio.Future]]) -> None:
+        latest: dict[str, int] = {}                    # stream -> its index in the reply
+        histories: dict[str, list] = {}                # stream -> [oldest since, size, user, n]
+        for (kind, stream, user, since, held), _future in reads:
+            if kind == "latest":
+                latest.setdefault(stream, len(latest))
+            else:
+                group = histories.get(stream)
+                if group is None:
+                    histories[stream] = [since, held, user, 1]
+                else:
+                    group[0] = min(group[0], since)
+                    group[3] += 1
+        self.read_trips += 1
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if latest:
+                    await self._latest_script(keys=[key for stream in latest for key in (
+                        self._key("offset", stream), self._key("epoch", stream))], client=pipe)
+                for stream, (since, held, _user, n) in histories.items():
+                    await self._history_script(
+                        keys=[self._key("offset", stream), self._key("history", stream),
+                              self._key("epoch", stream)],
+                        args=[since, held, 1 if n > 1 else 0], client=pipe)
+                replies = await pipe.execute()
+        except BaseException as exc:
+            for _read, future in reads:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a cancelled reader is not an error
+            if not isinstance(exc, Exception):
+                raise
+            return
+        replies = iter(replies)
+        found_latest = next(replies) if latest else []
+        found = {stream: self._parse_history(stream.partition("#")[0], user, next(replies))
+                 for stream, (_since, _held, user, _n) in histories.items()}
+        for (kind, stream, _user, _since, _held), future in reads:
+            if future.done():
+                continue
+            if kind == "latest":
+                at = 2 * latest[stream]
+                epoch = found_latest[at + 1]
+                future.set_result((int(found_latest[at]),
+                                   epoch.decode() if isinstance(epoch, bytes) else str(epoch)))
+            else:
+                future.set_result(found[stream])
+
+    @staticmethod
+    def _parse_history(channel: str, user: int | None, reply: list) -> tuple[int, list, str]:
+        latest, entries, current = reply
         publications = []
         for entry_id, fields in reversed(entries):
             fields = dict(zip(fields[::2], fields[1::2]))
@@ -367,7 +444,8 @@ class RedisBroker:
             published_at = int(entry_id.split(b"-", 1)[0]) / 1000.0
             publications.append(Publication(channel, json.loads(frame)["data"], int(fields[b"o"]),
                                             frame, published_at, user))
-        return history_result(publications, latest, since, current, epoch)
+        return (int(latest), publications,
+                current.decode() if isinstance(current, bytes) else str(current))
 
     # -- the listener's stream ----------------------------------------------------------
     async def subscribe_upstream(self, channel: str) -> None:
@@ -474,6 +552,10 @@ class RedisBroker:
         except (ValueError, KeyError, TypeError):
             log.warning("skipping a malformed publication on the pulse channel")
             return None
+
+
+def _offset_of(publication: Publication) -> int:
+    return publication.offset  # type: ignore[return-value]
 
 
 def parse_raw_message(raw_channels: dict[str, str], redis_channel: str,

@@ -47,21 +47,28 @@ async def read_spaces(broker: Broker, channel: str, user: int, since: int | None
     for ``/history`` alike. ``recovered`` is true only if every space asked was recovered."""
     targeted = namespaces.targets_user(channel)
     shared_epoch, user_epoch = protocol.split_epoch(epoch)
+    # Both spaces are asked at once: a broker that batches reads answers them in one trip.
+    reads = [broker.latest(channel) if since is None else
+             broker.history(channel, since, epoch=shared_epoch)]
+    if targeted:
+        reads.append(broker.latest(channel, user=user) if user_since is None else
+                     broker.history(channel, user_since, user=user, epoch=user_epoch))
+    answers = await asyncio.gather(*reads)
     found: list = []
     recovered = since is not None or user_since is not None
     if since is None:
-        latest, current = await broker.latest(channel)
+        latest, current = answers[0]
     else:
-        history = await broker.history(channel, since, epoch=shared_epoch)
+        history = answers[0]
         latest, current = history.latest, history.epoch
         found += history.publications
         recovered = recovered and history.complete
     user_latest = user_current = None
     if targeted:
         if user_since is None:
-            user_latest, user_current = await broker.latest(channel, user=user)
+            user_latest, user_current = answers[1]
         else:
-            mine = await broker.history(channel, user_since, user=user, epoch=user_epoch)
+            mine = answers[1]
             user_latest, user_current = mine.latest, mine.epoch
             recovered = recovered and mine.complete
             if found and mine.publications:
