@@ -1,6 +1,7 @@
 """A small TTL cache for JSON values: Redis in production, a dict in embedded mode."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, Protocol
@@ -11,6 +12,8 @@ from redis.exceptions import RedisError
 
 class Cache(Protocol):
     async def get(self, key: str) -> Any | None: ...
+
+    async def get_many(self, keys: list[str]) -> list[Any | None]: ...
 
     async def set(self, key: str, value: Any, ttl_seconds: float) -> None: ...
 
@@ -30,6 +33,9 @@ class MemoryCache:
             return None
         return json.loads(item[1])
 
+    async def get_many(self, keys: list[str]) -> list[Any | None]:
+        return [await self.get(key) for key in keys]
+
     async def set(self, key: str, value: Any, ttl_seconds: float) -> None:
         if len(self._items) > 10_000:  # bound it: drop expired entries first
             now = time.monotonic()
@@ -41,18 +47,50 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Cache in Redis; a Redis error is a miss (the database stays the source of truth)."""
+    """Cache in Redis; a Redis error is a miss (the database stays the source of truth).
+
+    Gets asked in one event-loop iteration go as one MGET: 10,000 dashboards reconnecting at
+    once read their stats in a few round trips, not 20,000."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._asked: list[tuple[list[str], asyncio.Future]] = []
+        self._reading: set[asyncio.Task] = set()
 
     async def get(self, key: str) -> Any | None:
+        return (await self.get_many([key]))[0]
+
+    async def get_many(self, keys: list[str]) -> list[Any | None]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._flush)
+        self._asked.append(([self._prefix + key for key in keys], future))
+        raws = await future
+        return [None if raw is None else json.loads(raw) for raw in raws]
+
+    def _flush(self) -> None:
+        asked, self._asked = self._asked, []
+        task = asyncio.get_running_loop().create_task(self._mget(asked))
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def _mget(self, asked: list[tuple[list[str], asyncio.Future]]) -> None:
+        keys = list(dict.fromkeys(key for wanted, _future in asked for key in wanted))
+        # A Redis Cluster client splits the keys by slot (a plain MGET must stay in one slot).
+        mget = getattr(self._redis, "mget_nonatomic", None) or self._redis.mget
         try:
-            raw = await self._redis.get(self._prefix + key)
+            found = dict(zip(keys, await mget(keys)))
         except (RedisError, OSError):
-            return None
-        return None if raw is None else json.loads(raw)
+            found = {}
+        except BaseException:
+            for _wanted, future in asked:
+                future.cancel()
+            raise
+        for wanted, future in asked:
+            if not future.done():
+                future.set_result([found.get(key) for key in wanted])
 
     async def set(self, key: str, value: Any, ttl_seconds: float) -> None:
         if ttl_seconds <= 0:

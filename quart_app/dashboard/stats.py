@@ -74,8 +74,8 @@ async def compute_stats(db, user_id: int, now: datetime | None = None) -> dict:
 
 async def get_stats(svc, user_id: int) -> dict:
     """Cached stats: what ``GET /dashboard/stats`` and the ``dashboard`` snapshot answer."""
-    entry = await svc.cache.get(cache_key(user_id))
-    if entry is not None and entry.get("gen") == await svc.cache.get(_generation_key(user_id)):
+    entry, generation = await svc.cache.get_many([cache_key(user_id), _generation_key(user_id)])
+    if entry is not None and entry.get("gen") == generation:
         stats = entry["stats"]
         stats_pusher(svc).note(user_id, stats)
         return stats

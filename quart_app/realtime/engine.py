@@ -66,6 +66,7 @@ class Engine:
         # Snapshots on subscribe: channel -> async (user_id) -> data of one publication (with
         # its "type") queued right after the ack, without an offset; the app registers them.
         self.snapshots: dict[str, StatsProvider] = {}
+        self._snapshotting: dict[tuple[str, int], asyncio.Future] = {}
         self.background: list[Callable[["Engine"], Awaitable[None]]] = []
         self.readiness: dict[str, Probe] = {
             "redis" if self.using_redis else "broker": self.broker.ping}
@@ -84,6 +85,17 @@ class Engine:
                            lambda: count_by_transport(self.hub.connections()), label="transport")
         self.metrics.gauge("subscriptions", "Channel subscriptions held by open connections",
                            self.hub.subscription_count)
+
+    async def snapshot(self, channel: str, user_id: int) -> dict | None:
+        """The registered snapshot of ``channel`` for ``user_id``; concurrent asks for the same
+        pair share one call of the provider (its exception too)."""
+        key = (channel, user_id)
+        pending = self._snapshotting.get(key)
+        if pending is None:
+            pending = self._snapshotting[key] = asyncio.ensure_future(
+                self.snapshots[channel](user_id))
+            pending.add_done_callback(lambda _done: self._snapshotting.pop(key, None))
+        return await asyncio.shield(pending)
 
     def release_socket(self, protocol) -> None:
         """A socket the edge served directly has closed."""

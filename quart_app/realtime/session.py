@@ -268,14 +268,14 @@ async def _subscribe(svc, conn: Connection, channel: str, since: int | None,
 async def send_snapshot(svc, conn: Connection, channel: str) -> None:
     """Queue the snapshot the app registered for ``channel`` (``Engine.snapshots``): one
     publication without an offset, right after the ack, so a client never waits for the next
-    change (docs/protocol.md §5)."""
-    provider = svc.snapshots.get(channel)
-    if provider is None:
+    change (docs/protocol.md §5). One user's connections subscribing at once (a reconnect
+    storm) share one call of the provider."""
+    if channel not in svc.snapshots:
         return
     from .broker import Publication
 
     try:
-        data = await provider(conn.user_id)
+        data = await svc.snapshot(channel, conn.user_id)
         if channel in conn.subs and data is not None:
             conn.outbox.push(Publication(channel, data, None))
     except Exception as exc:  # a failing snapshot (or one that cannot be encoded) costs itself

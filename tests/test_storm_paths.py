@@ -1,0 +1,63 @@
+"""What a reconnect storm leans on (docs/scaling.md): one user's concurrent subscribes share one
+snapshot, and stats reads made together go to Redis as one MGET."""
+from __future__ import annotations
+
+import asyncio
+
+from quart_app.dashboard.cache import RedisCache
+
+from .conftest import ws_client
+
+
+async def test_one_users_concurrent_subscribes_share_one_snapshot(live_server, token):
+    address, app = live_server
+    svc = app.extensions["pulse"]
+    provider = svc.snapshots["dashboard"]
+    calls = []
+
+    async def slow(user_id):
+        calls.append(user_id)
+        await asyncio.sleep(0.3)  # long enough for every subscribe below to arrive meanwhile
+        return await provider(user_id)
+
+    svc.snapshots["dashboard"] = slow
+
+    async def connect():
+        async with ws_client(address, token(9)) as ws:
+            ack = await ws.subscribe("dashboard")
+            snapshot = await ws.recv()
+            return ack["type"], snapshot["data"]["type"], snapshot["data"]["user_id"]
+
+    answers = await asyncio.gather(*(connect() for _ in range(8)))
+    assert answers == [("subscribed", "stats_update", 9)] * 8
+    assert calls == [9]
+    async with ws_client(address, token(9)) as ws:  # later: asked again, not kept
+        await ws.subscribe("dashboard")
+        await ws.recv()
+    assert calls == [9, 9]
+
+
+async def test_cache_reads_made_together_go_as_one_mget(redis_url, redis_prefix):
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    cache = RedisCache(client, redis_prefix)
+    trips = []
+    real = client.mget
+
+    async def counting(keys):
+        trips.append(len(keys))
+        return await real(keys)
+
+    client.mget = counting
+    try:
+        for i in range(0, 50, 2):
+            await cache.set(f"k{i}", {"i": i}, 10)
+        trips.clear()
+        answers = await asyncio.gather(*(cache.get_many([f"k{i}", f"k{i + 1}"])
+                                         for i in range(0, 50, 2)), cache.get("k0"))
+        assert trips == [50]  # 51 asks, 50 distinct keys, one MGET
+        assert answers[:-1] == [[{"i": i}, None] for i in range(0, 50, 2)]
+        assert answers[-1] == {"i": 0}
+    finally:
+        await client.aclose()
