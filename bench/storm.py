@@ -138,7 +138,7 @@ async def quiet(server: run.Server, minimum: float, timeout: float, pct: float) 
 
 def offsets_delta(before: dict, after: dict) -> dict:
     keys = ("holes", "lost", "dups", "acks", "recovered_true", "recovered_false",
-            "skipped_unrecovered", "ack_gap", "ack_behind")
+            "skipped_unrecovered", "recovered_false_within_history", "ack_gap", "ack_behind")
     return {k: after[k] - before[k] for k in keys}
 
 
@@ -299,6 +299,7 @@ async def run_case(args, kind: str, n: int, binary: str, tokens: str) -> dict:
             "--handshake-timeout", str(args.handshake_timeout),
             "--retry-base", str(args.retry_base), "--retry-cap", str(args.retry_cap),
             "--storm-concurrency", str(args.storm_concurrency),
+            "--history-size", str(args.history_size),
             "--concurrency", str(args.connect_concurrency)))
         ready = await read(client, 60 + n / 50)
         at_ready = procstat.CpuSample.take(server.pids).since(connect0)
@@ -335,6 +336,13 @@ async def run_case(args, kind: str, n: int, binary: str, tokens: str) -> dict:
               flush=True)
 
         for mode in args.modes.split(","):
+            if result["storms"] and not result["storms"][-1]["complete"]:
+                # its clients are still reconnecting: a new storm would measure both
+                result["storms"].append({"mode": mode, "skipped": "the storm before it did "
+                                         "not complete within --storm-timeout"})
+                print(f"   storm {mode}: skipped (the one before did not complete)",
+                      file=sys.stderr, flush=True)
+                continue
             if mode == "drop":
                 figures = await storm_drop(args, client, case["server"], name, n, steady_rate,
                                            result)
@@ -405,8 +413,15 @@ def _f(value, digits=1, suffix=""):
 HEADER = ("| server | N | connect (all subscribed) | server CPU ms/connect | connect refused | "
           "idle CPU | server CPU @rate | storm | all resubscribed | … after port accepts | "
           "reconnect p50 / p99 ms | server CPU ms/reconnect (net of publishing) | "
-          "refused / timed out (clients, server up) | lost | dups | recovered:false |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "refused / timed out (clients, server up) | lost | dups | recovered:false | "
+          "server waiting for its core (connect / storm) |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+def _runq(cpu: dict | None) -> str:
+    if not cpu or not cpu.get("wall_s"):
+        return "–"
+    return f"{100 * cpu['runq_wait_s'] / cpu['wall_s']:.0f} %"
 
 
 def table(result: dict) -> str:
@@ -414,7 +429,7 @@ def table(result: dict) -> str:
     for case in result["cases"]:
         label, n = case["server"], case["clients"]
         if "error" in case and "connect" not in case:
-            lines.append(f"| {label} | {n:,} | {case['error']} |" + " |" * 13)
+            lines.append(f"| {label} | {n:,} | {case['error']} |" + " |" * 14)
             continue
         c = case["connect"]
         head = [label, _f(n), _f(c["connect_s"], 1, " s"), _f(c["cpu_ms_per_connect"], 2),
@@ -423,8 +438,12 @@ def table(result: dict) -> str:
         storms = case["storms"] or [None]
         for i, s in enumerate(storms):
             cells = head if i == 0 else ["", "", "", "", "", "", ""]
+            if s is not None and "skipped" in s:
+                lines.append("| " + " | ".join(cells + [s["mode"], "skipped: " + s["skipped"]]
+                                               + ["–"] * 9) + " |")
+                continue
             if s is None:
-                lines.append("| " + " | ".join(cells + [case.get("error", "–")] + ["–"] * 8)
+                lines.append("| " + " | ".join(cells + [case.get("error", "–")] + ["–"] * 9)
                              + " |")
                 continue
             tracked = case["offsets"]
@@ -439,7 +458,9 @@ def table(result: dict) -> str:
                 f"{_f(s['cpu_ms_per_reconnect'], 2)} ({_f(s['net_cpu_ms_per_reconnect'], 2)})",
                 f"{s['clients_refused']:,} / {s['clients_timed_out']:,}",
                 _f(off["lost"]) if tracked else "n/a", _f(off["dups"]) if tracked else "n/a",
-                _f(off["recovered_false"]) if tracked else "n/a"]) + " |")
+                (f"{off['recovered_false']:,} ({off['recovered_false_within_history']:,} "
+                 f"within history)" if off["recovered_false"] else "0") if tracked else "n/a",
+                f"{_runq(c['server_cpu_to_quiet'])} / {_runq(s['server_cpu_to_quiet'])}"]) + " |")
     return "\n".join(lines) + "\n\n" + TARGETS
 
 
@@ -466,6 +487,8 @@ def parse_args(argv=None):
                    help="an attempt without its ack after this long is a timeout (and retried)")
     p.add_argument("--retry-base", type=float, default=0.05)
     p.add_argument("--retry-cap", type=float, default=0.5)
+    p.add_argument("--history-size", type=int, default=1000,
+                   help="PULSE_HISTORY_SIZE: a recovered:false for a gap within it is suspect")
     p.add_argument("--settle-timeout", type=float, default=60.0)
     p.add_argument("--drain-timeout", type=float, default=30.0)
     p.add_argument("--server-cpus", default="0")
@@ -489,9 +512,9 @@ async def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     args.out = os.path.abspath(args.out)
     sizes = [int(x) for x in args.clients.split(",") if x]
-    # a storm holds old and new sockets at once on both sides
-    limit = run.raise_nofile(max(sizes) * 3 + 1024)
-    if limit < max(sizes) * 2 + 512:
+    # a storm can hold old and new sockets at once (each process needs N + a reserve at least)
+    limit = run.raise_nofile(max(sizes) * 2 + 1024)
+    if limit < max(sizes) + 512:
         raise SystemExit(f"storm: RLIMIT_NOFILE {limit} is too low for {max(sizes)} clients")
     if args.client_cpus and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})

@@ -41,10 +41,13 @@
  *   waitoff OFF SECS   -> block until every subscribed client's last offset is >= OFF (or SECS)
  *                         -> {"event":"offsets", ...}
  *   dump PATH          -> one line per client (state, offsets, holes, dups, reconnect figures)
- * A failed reconnect attempt (TCP refused/reset, an HTTP status, a close frame or an error frame
- * before the ack, no ack within --handshake-timeout) is counted by kind and retried after
- * --retry-base s doubling to --retry-cap, jittered down to half; a client is never given up
- * before the stormwait deadline. --storm-concurrency caps reconnect handshakes in flight (0 =
+ * A failed reconnect attempt (TCP refused/reset, an HTTP status, a close frame before the ack, no
+ * ack within --handshake-timeout) is counted by kind and retried after --retry-base s doubling to
+ * --retry-cap, jittered down to half; an error frame before the ack (e.g. "Temporarily
+ * unavailable") is counted too, and the subscribe is sent again on the same socket after that
+ * backoff (as the packaged client does). A client is never given up before the case ends.
+ * A `recovered:false` whose gap was at most --history-size offsets is counted apart
+ * (`recovered_false_within_history`): the history should still have reached. --storm-concurrency caps reconnect handshakes in flight (0 =
  * all at once).
  * Build: gcc -O2 -Wall -o wsclient wsclient.c  (bench/run.py does it)
  */
@@ -99,6 +102,8 @@ typedef struct {
     int tries;              /* attempts in this cycle */
     int cycle_refused, cycle_timed_out, cycle_refused_up, cycle_timed_out_up;
     double t_down, t_due, t_attempt, t_acked;
+    double resub_due;       /* storm: send the subscribe again then (after an error frame) */
+    int resubs;             /* subscribes sent again on the same socket in this cycle */
     int storms_done;        /* reconnect cycles completed */
 } conn_t;
 
@@ -139,7 +144,8 @@ static char first_error[256];
 
 /* offsets, cumulative over the client's life */
 static long off_holes, off_lost, off_dups, off_rec_true, off_rec_false, off_skipped,
-    off_ack_gap, off_ack_behind, off_acks;
+    off_ack_gap, off_ack_behind, off_acks, off_rec_false_within;
+static long opt_history_size = 1000;  /* PULSE_HISTORY_SIZE: a resume within it must recover */
 
 /* the current storm */
 static int storm_on;            /* armed: a lost subscribed client reconnects */
@@ -227,6 +233,7 @@ static void note_error(char *dst, size_t cap, const char *why) {
 }
 
 static void close_socket(conn_t *c) {
+    c->resub_due = 0;
     if (c->fd >= 0) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
@@ -248,10 +255,43 @@ static void storm_begin(conn_t *c, double now) {
     c->storm = 1;
     c->tries = 0;
     c->cycle_refused = c->cycle_timed_out = c->cycle_refused_up = c->cycle_timed_out_up = 0;
+    c->resubs = 0;
     c->t_down = now;
     storm_down++;
     storm_active++;
     go_down(c, now + (storm_jitter > 0 ? rand01() * storm_jitter : 0));
+}
+
+/* A failed attempt during a storm, by kind; a client counts once per cycle as refused (any
+ * kind but a timeout) or timed out, and again if it happened once the server was up. */
+static void count_failure(conn_t *c, const char *why, int kind) {
+    storm_fail[kind]++;
+    note_error(storm_first_error, sizeof storm_first_error, why);
+    if (kind == K_TIMEOUT) {
+        if (!c->cycle_timed_out) storm_clients_timed_out++;
+        c->cycle_timed_out = 1;
+    } else if (!c->cycle_refused) {
+        storm_clients_refused++;
+        c->cycle_refused = 1;
+    }
+    if (storm_t_up > 0 && c->t_attempt >= storm_t_up) {  /* an attempt made since up */
+        storm_fail_up[kind]++;
+        if (kind == K_TIMEOUT) {
+            if (!c->cycle_timed_out_up) storm_clients_timed_out_up++;
+            c->cycle_timed_out_up = 1;
+        } else if (!c->cycle_refused_up) {
+            storm_clients_refused_up++;
+            c->cycle_refused_up = 1;
+        }
+    }
+}
+
+/* --retry-base doubling per attempt of this cycle up to --retry-cap, jittered down to half. */
+static double backoff_for(conn_t *c) {
+    double backoff = opt_retry_base;
+    for (int t = 1; t < c->tries + c->resubs && backoff < opt_retry_cap; t++) backoff *= 2;
+    if (backoff > opt_retry_cap) backoff = opt_retry_cap;
+    return backoff * (0.5 + 0.5 * rand01());
 }
 
 /* Drop the socket. A handshake that failed at the TCP level (backlog overflow, reset) is retried
@@ -266,29 +306,8 @@ static void conn_fail_k(conn_t *c, const char *why, int may_retry, int kind) {
         in_flight--;
         if (c->storm) {
             storm_in_flight--;
-            storm_fail[kind]++;
-            note_error(storm_first_error, sizeof storm_first_error, why);
-            if (kind == K_TIMEOUT) {
-                if (!c->cycle_timed_out) storm_clients_timed_out++;
-                c->cycle_timed_out = 1;
-            } else if (!c->cycle_refused) {
-                storm_clients_refused++;
-                c->cycle_refused = 1;
-            }
-            if (storm_t_up > 0 && c->t_attempt >= storm_t_up) {  /* an attempt made since up */
-                storm_fail_up[kind]++;
-                if (kind == K_TIMEOUT) {
-                    if (!c->cycle_timed_out_up) storm_clients_timed_out_up++;
-                    c->cycle_timed_out_up = 1;
-                } else if (!c->cycle_refused_up) {
-                    storm_clients_refused_up++;
-                    c->cycle_refused_up = 1;
-                }
-            }
-            double backoff = opt_retry_base;
-            for (int t = 1; t < c->tries && backoff < opt_retry_cap; t++) backoff *= 2;
-            if (backoff > opt_retry_cap) backoff = opt_retry_cap;
-            go_down(c, now_mono() + backoff * (0.5 + 0.5 * rand01()));
+            count_failure(c, why, kind);
+            go_down(c, now_mono() + backoff_for(c));
             return;
         }
         if (may_retry && c->attempts < 5) {
@@ -528,6 +547,9 @@ static void on_ack(conn_t *c, const char *p, size_t n) {
                     off_lost += acked[i] - *last;
                 } else {
                     off_skipped += acked[i] - *last;
+                    /* history keeps the newest opt_history_size: this gap was still in it
+                     * (unless its age (TTL) or the epoch says otherwise) */
+                    if (acked[i] - *last <= opt_history_size) off_rec_false_within++;
                 }
             } else if (acked[i] < *last) {
                 off_ack_behind++;
@@ -580,10 +602,14 @@ static void on_text(conn_t *c, const char *p, size_t n) {
             memcpy(first_error, p, k);
             first_error[k] = 0;
         }
-        if (c->storm && c->state == ST_SUBSCRIBING) {   /* e.g. "Temporarily unavailable" */
+        if (c->storm && c->state == ST_SUBSCRIBING) {
+            /* e.g. "Temporarily unavailable: cannot subscribe": as the packaged client, send the
+             * subscribe again on the same socket after a backoff */
             char why[200];
             snprintf(why, sizeof why, "error frame: %.*s", (int)(n < 150 ? n : 150), p);
-            conn_fail_k(c, why, 1, K_ERROR_FRAME);
+            count_failure(c, why, K_ERROR_FRAME);
+            c->resub_due = now_mono() + backoff_for(c);
+            if (c->resub_due < next_scan) next_scan = c->resub_due;
         }
         return;
     }
@@ -702,6 +728,25 @@ static long parse_sse(conn_t *c, const char *b, size_t n) {
     return (long)off;
 }
 
+/* The subscribe: a resume (since, user_since, epoch of the last ack) once there are offsets. */
+static int send_subscribe(conn_t *c) {
+    char sub[400];
+    int k;
+    if (c->last >= 0 || c->user_last >= 0) {   /* resume, as the packaged client does */
+        k = snprintf(sub, sizeof sub, "{\"action\":\"subscribe\",\"channel\":\"%s\"", opt_channel);
+        if (c->last >= 0) k += snprintf(sub + k, sizeof sub - k, ",\"since\":%ld", c->last);
+        if (c->user_last >= 0)
+            k += snprintf(sub + k, sizeof sub - k, ",\"user_since\":%ld", c->user_last);
+        if (c->epoch[0]) k += snprintf(sub + k, sizeof sub - k, ",\"epoch\":\"%s\"", c->epoch);
+        k += snprintf(sub + k, sizeof sub - k, "}");
+        c->since_sent = 1;
+    } else {
+        k = snprintf(sub, sizeof sub, "{\"action\":\"subscribe\",\"channel\":\"%s\"}", opt_channel);
+        c->since_sent = 0;
+    }
+    return send_masked(c, 0x1, sub, (size_t)k);
+}
+
 static long parse_headers(conn_t *c, const char *b, size_t n) {
     const char *end = memmem(b, n, "\r\n\r\n", 4);
     if (!end) return n > 16384 ? -1 : 0;
@@ -723,21 +768,7 @@ static long parse_headers(conn_t *c, const char *b, size_t n) {
             conn_fail_k(c, why, 0, n >= 12 && !memcmp(b + 9, "503", 3) ? K_HTTP_503 : K_HTTP_OTHER);
             return -1;
         }
-        char sub[400];
-        int k;
-        if (c->last >= 0 || c->user_last >= 0) {   /* resume, as the packaged client does */
-            k = snprintf(sub, sizeof sub, "{\"action\":\"subscribe\",\"channel\":\"%s\"", opt_channel);
-            if (c->last >= 0) k += snprintf(sub + k, sizeof sub - k, ",\"since\":%ld", c->last);
-            if (c->user_last >= 0)
-                k += snprintf(sub + k, sizeof sub - k, ",\"user_since\":%ld", c->user_last);
-            if (c->epoch[0]) k += snprintf(sub + k, sizeof sub - k, ",\"epoch\":\"%s\"", c->epoch);
-            k += snprintf(sub + k, sizeof sub - k, "}");
-            c->since_sent = 1;
-        } else {
-            k = snprintf(sub, sizeof sub, "{\"action\":\"subscribe\",\"channel\":\"%s\"}", opt_channel);
-            c->since_sent = 0;
-        }
-        if (send_masked(c, 0x1, sub, (size_t)k) < 0) {
+        if (send_subscribe(c) < 0) {
             conn_fail(c, "send subscribe failed");
             return -1;
         }
@@ -890,9 +921,11 @@ static void print_offsets(long target) {
     printf("\"offsets\":{\"ready\":%d,\"tracked\":%d,\"min_last\":%ld,\"max_last\":%ld,"
            "\"target\":%ld,\"behind\":%d,\"holes\":%ld,\"lost\":%ld,\"dups\":%ld,"
            "\"acks\":%ld,\"recovered_true\":%ld,\"recovered_false\":%ld,"
-           "\"skipped_unrecovered\":%ld,\"ack_gap\":%ld,\"ack_behind\":%ld}",
+           "\"skipped_unrecovered\":%ld,\"recovered_false_within_history\":%ld,"
+           "\"ack_gap\":%ld,\"ack_behind\":%ld}",
            ready, tracked, minl, maxl, target, behind, off_holes, off_lost, off_dups, off_acks,
-           off_rec_true, off_rec_false, off_skipped, off_ack_gap, off_ack_behind);
+           off_rec_true, off_rec_false, off_skipped, off_rec_false_within, off_ack_gap,
+           off_ack_behind);
 }
 
 static struct rusage storm_usage;
@@ -945,6 +978,15 @@ static void storm_scan(double now) {
                 start_conn(c);
             } else if (c->t_due < next) {
                 next = c->t_due;
+            }
+        } else if (c->state == ST_SUBSCRIBING && c->resub_due > 0) {
+            if (c->resub_due <= now) {
+                c->resub_due = 0;
+                c->resubs++;
+                c->t_attempt = now;   /* the timeout counts from the subscribe sent again */
+                if (send_subscribe(c) < 0) conn_fail_k(c, "send subscribe failed", 1, K_TCP_RESET);
+            } else if (c->resub_due < next) {
+                next = c->resub_due;
             }
         } else if ((c->state == ST_CONNECTING || c->state == ST_HEADERS ||
                     c->state == ST_SUBSCRIBING) && now - c->t_attempt > opt_handshake_timeout) {
@@ -1109,7 +1151,7 @@ static void usage(void) {
                     "  [--host 127.0.0.1] [--path /ws] [--concurrency 64] [--connect-timeout S]"
                     " [--no-ack] [--busy-poll]\n"
                     "  [--handshake-timeout 10] [--retry-base 0.05] [--retry-cap 0.5]"
-                    " [--storm-concurrency 0]\n");
+                    " [--storm-concurrency 0] [--history-size 1000]\n");
     exit(2);
 }
 
@@ -1150,6 +1192,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--retry-base")) opt_retry_base = atof(v);
         else if (!strcmp(a, "--retry-cap")) opt_retry_cap = atof(v);
         else if (!strcmp(a, "--storm-concurrency")) opt_storm_concurrency = atoi(v);
+        else if (!strcmp(a, "--history-size")) opt_history_size = atol(v);
         else usage();
         i++;
     }
