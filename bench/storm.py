@@ -116,6 +116,35 @@ def port_accepts(port: int) -> bool:
             return False
 
 
+def scrape_counters(port: int) -> dict[str, float]:
+    """Pulse's ``/metrics`` counters (``pulse_*_total``), or {} (the Node peer has none)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return {}
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200"):
+        return {}
+    counters = {}
+    for line in body.decode(errors="replace").splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("pulse_") and "_total" in name:
+            try:
+                counters[name[6:].replace("_total", "", 1)] = float(value)
+            except ValueError:
+                pass
+    return counters
+
+
+def counters_delta(after: dict, before: dict) -> dict:
+    """What changed (a restarted server starts from 0: ``before`` is then {})."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
+
+
 def stop_profile_now(profiler) -> None:
     """py-spy writes what it has and exits on SIGINT: end the window with the storm."""
     if profiler is not None and profiler[0].poll() is None:
@@ -145,6 +174,7 @@ def offsets_delta(before: dict, after: dict) -> dict:
 # -- the storms -----------------------------------------------------------------------------
 async def storm_drop(args, client, server, name, n, steady_rate, result) -> dict:
     before = (await command(client, "waitoff -1 0", 10))["offsets"]
+    counters0 = await asyncio.to_thread(scrape_counters, server.port)
     profiler = await asyncio.to_thread(run.start_profile, args, server, name, "storm-drop",
                                        args.storm_timeout)
     cpu0 = procstat.CpuSample.take(server.pids)
@@ -160,6 +190,8 @@ async def storm_drop(args, client, server, name, n, steady_rate, result) -> dict
     figures = storm_figures("drop", report, dropped, before, cpu_acked, cpu_all, steady_rate,
                             settled, n)
     figures["server_cpu_by_thread"] = threads
+    figures["server_counters"] = counters_delta(
+        await asyncio.to_thread(scrape_counters, server.port), counters0)
     return figures
 
 
@@ -213,6 +245,7 @@ async def storm_restart(args, client, case, name, n, steady_rate, result) -> dic
     figures = storm_figures("restart", report, armed, before, cpu_acked, cpu_all, steady_rate,
                             settled, n)
     figures["server_cpu_by_thread"] = threads
+    figures["server_counters"] = await asyncio.to_thread(scrape_counters, new.port)
     last_ack = report["last_ack"] or time.monotonic()
     figures["restart"] = {
         "old_exit_s": round(t_exit - t_sig, 3), "new_listening_s": round(t_listen - t_exit, 3),
@@ -293,6 +326,7 @@ async def run_case(args, kind: str, n: int, binary: str, tokens: str) -> dict:
         # connect: as run.py, then until the server is quiet (the snapshot follows the ack)
         profiler = await asyncio.to_thread(run.start_profile, args, server, name, "connect",
                                            5 + n / 150)
+        counters0 = await asyncio.to_thread(scrape_counters, port)
         connect0 = procstat.CpuSample.take(server.pids)
         threads0 = procstat.thread_split(server.pids)
         client = run.Client(binary, port, n, "ws", tokens, args.client_cpus, work, (
@@ -311,6 +345,8 @@ async def run_case(args, kind: str, n: int, binary: str, tokens: str) -> dict:
         result["connect"] = {**ready, "server_cpu_to_ready": at_ready,
                              "server_cpu_to_quiet": connect_cpu, "settle": settled,
                              "server_cpu_by_thread": threads,
+                             "server_counters": counters_delta(
+                                 await asyncio.to_thread(scrape_counters, port), counters0),
                              "cpu_ms_per_connect": per_n(connect_cpu["cpu_s"], ready["connected"]),
                              "cpu_ms_per_connect_to_ready": per_n(at_ready["cpu_s"],
                                                                   ready["connected"])}
