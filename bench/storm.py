@@ -119,7 +119,7 @@ def port_accepts(port: int) -> bool:
 def scrape_counters(port: int) -> dict[str, float]:
     """Pulse's ``/metrics`` counters (``pulse_*_total``), or {} (the Node peer has none)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             chunks = []
             while chunk := sock.recv(65536):
