@@ -122,3 +122,27 @@ class CpuSample:
                 "runq_wait_s": round(self.runq - earlier.runq, 4), "loadavg_1m": self.load,
                 "cpu_pct": round(100 * cpu / wall, 2) if wall > 0 else 0.0,
                 "sched_pct": round(100 * sched / wall, 2) if wall > 0 else 0.0}
+
+
+def thread_split(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (utime + stime) of each process's main thread (``loop_s``: the event loop)
+    and of all its other threads (``threads_s``: e.g. the aiosqlite worker threads, one per
+    SQLite connection, whose queries run in C without the GIL). ``threads_s`` is the process
+    total (which keeps the time of threads that have ended: SQLite connections beyond the pool's
+    idle ones are closed after use, their threads with them) minus the main thread."""
+    loop = total = 0
+    for pid in pids:
+        try:
+            proc = _stat_fields(pid)
+            with open(f"/proc/{pid}/task/{pid}/stat") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        main = raw[raw.rindex(")") + 2:].split()
+        total += int(proc[11]) + int(proc[12])
+        loop += int(main[11]) + int(main[12])
+    return {"loop_s": loop / TICK, "threads_s": (total - loop) / TICK}
+
+
+def thread_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: round(after[k] - before.get(k, 0.0), 3) for k in after}

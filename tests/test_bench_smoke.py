@@ -87,3 +87,40 @@ def test_case_list_gives_sse_and_workers_to_pulse_only():
         ("pulse", "ws", 1000, 1), ("pulse", "ws", 1000, 2),
         ("pulse", "sse", 500, 1), ("pulse", "sse", 500, 2),
         ("node", "ws", 1000, 1), ("baseline", "ws", 1000, 1)]
+
+
+@pytest.mark.integration
+def test_bench_storm_smoke_200_clients_drop_and_restart(redis_url, tmp_path):
+    """bench/storm.py (issue 15): 200 subscribed clients drop all at once, then the server is
+    restarted; both storms complete with every offset received (no holes, no duplicates, no
+    refused recovery), and every client ends at the channel's latest offset."""
+    _require_gcc()
+    result_path = tmp_path / "storm.json"
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "storm.py"), "--servers", "pulse",
+           "--clients", str(CLIENTS), "--idle-seconds", "1", "--steady-seconds", "1",
+           "--between-seconds", "1", "--storm-timeout", "25", "--settle-timeout", "5",
+           "--redis-url", redis_url, "--out", str(tmp_path / "bench"),
+           "--json", str(result_path)]
+    try:
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=55)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"storm bench did not finish in 55 s: {exc.stderr!r}"[-3000:], pytrace=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| pulse | 200 |" in run.stdout, run.stdout
+
+    case = json.loads(result_path.read_text())["cases"][0]
+    assert "error" not in case, (case.get("error"), case.get("server_log_tail"))
+    assert case["connect"]["connected"] == CLIENTS
+    assert [s["mode"] for s in case["storms"]] == ["drop", "restart"]
+    for storm in case["storms"]:
+        assert storm["complete"] and storm["resubscribed"] == CLIENTS, storm
+        offsets = storm["offsets"]
+        assert offsets["recovered_true"] == CLIENTS, offsets
+        assert offsets["lost"] == offsets["dups"] == offsets["recovered_false"] == 0, offsets
+        assert storm["failures_after_up"]["http_503"] == 0, storm
+        assert storm["cpu_ms_per_reconnect"] is not None and storm["cpu_ms_per_reconnect"] > 0
+    restart = case["storms"][1]["restart"]
+    assert restart["old_exit_s"] >= 0 and restart["new_listening_s"] > 0
+    final = case["final"]
+    assert final["offsets"]["behind"] == 0 and final["offsets"]["ready"] == CLIENTS, final
+    assert final["offsets"]["min_last"] == final["latest_offset"] > 0, final
