@@ -95,9 +95,18 @@ class RedactingLogger(HypercornLogger):
     """
 
     async def access(self, request, response, request_time) -> None:
-        if self.access_logger is None or not self.access_logger.isEnabledFor(logging.INFO):
+        if self.access_logger is None:
             return
-        self.access_logger.info("access", extra=access_fields(request, response, request_time))
+        # A WebSocket opened (101) or an event stream opened is a line per client per
+        # reconnect: DEBUG, as the connect/disconnect lines (a 10,000-client reconnect storm
+        # spent a quarter of its CPU writing them at INFO). Refusals stay at INFO.
+        status = response.get("status") if response is not None else None
+        opened = status == 101 or (status == 200 and request.get("path") == "/sse")
+        level = logging.DEBUG if opened else logging.INFO
+        if not self.access_logger.isEnabledFor(level):
+            return
+        self.access_logger.log(level, "access",
+                               extra=access_fields(request, response, request_time))
 
     def atoms(self, request, response, request_time):
         atoms = super().atoms(request, response, request_time)

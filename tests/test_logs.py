@@ -75,3 +75,25 @@ async def test_access_line_goes_through_the_json_formatter(caplog):
     record = caplog.records[-1]
     line = json.loads(logs.JsonFormatter().format(record))
     assert line["msg"] == "access" and line["status"] == 202 and line["method"] == "POST"
+
+
+async def test_opened_websockets_and_streams_are_logged_at_debug(caplog):
+    """A line per client per reconnect stays out of INFO; a refused upgrade does not."""
+    from hypercorn.config import Config
+
+    config = Config()
+    config.accesslog = logging.getLogger("pulse.access")
+    logger = logs.RedactingLogger(config)
+    ws = {"type": "websocket", "method": "GET", "path": "/ws", "query_string": b"",
+          "headers": [], "client": ("127.0.0.1", 1)}
+    sse = {**ws, "type": "http", "path": "/sse"}
+    with caplog.at_level(logging.INFO, logger="pulse.access"):
+        await logger.access(ws, {"status": 101, "headers": []}, 0.001)
+        await logger.access(sse, {"status": 200, "headers": []}, 0.001)
+        assert caplog.records == []
+        await logger.access(ws, {"status": 403, "headers": []}, 0.001)
+        assert [r.levelno for r in caplog.records] == [logging.INFO]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="pulse.access"):
+        await logger.access(ws, {"status": 101, "headers": []}, 0.001)
+    assert [(r.levelno, r.status) for r in caplog.records] == [(logging.DEBUG, 101)]
