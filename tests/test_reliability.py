@@ -56,6 +56,16 @@ async def test_sigterm_closes_ws_1012_ends_sse_and_exits(tmp_path):
                 lines = stream.aiter_lines()
                 assert (await asyncio.wait_for(lines.__anext__(), 5)).startswith("retry:")
                 proc.send_signal(signal.SIGTERM)
+                # A client arriving now is sent away before any work (never opened, then 1012).
+                await asyncio.sleep(0.2)
+                try:
+                    async with websockets.connect(f"ws://127.0.0.1:{port}/ws?token={token}"):
+                        raise AssertionError("a new WebSocket opened on a stopping server")
+                except websockets.InvalidStatus as refused:
+                    assert refused.response.status_code == 503
+                    assert refused.response.headers["retry-after"] == "1"
+                except OSError:
+                    pass  # the listener had already closed
                 with pytest.raises(websockets.ConnectionClosed) as info:
                     await asyncio.wait_for(ws.recv(), 5)
                 assert info.value.rcvd.code == 1012

@@ -230,6 +230,14 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
     svc.sockets_open += 1
     handed_over = False
     try:
+        if svc.shutting_down:
+            # Between SIGTERM and the listener closing: a reconnecting client is told at once
+            # to go elsewhere, instead of being upgraded, authenticated and subscribed only to
+            # be closed with 1012 (docs/operations.md, "Shutdown").
+            svc.metrics.connections_refused += 1
+            refuse(transport, 503, "Service Unavailable",
+                   "This server is shutting down: reconnect", (("retry-after", "1"),))
+            return
         if svc.sockets_open > connection_cap(svc):
             svc.metrics.connections_refused += 1
             refuse(transport, 503, "Service Unavailable",
