@@ -324,3 +324,44 @@ def test_cursor_round_trips(cursor):
 def test_parse_cursor_refuses_malformed(value):
     with pytest.raises(BadRequest):
         parse_cursor(value)
+
+
+def _pong_like():
+    """Bytes near a lone masked pong: the frame itself, or it with one byte changed, cut or
+    extended (so both answers of ``lone_pong`` are exercised)."""
+    frame = st.builds(lambda n, mask, payload: bytes([0x8A, 0x80 | n]) + mask + payload[:n],
+                      st.integers(0, 125), st.binary(min_size=4, max_size=4),
+                      st.binary(min_size=125, max_size=125))
+    return st.one_of(
+        frame,
+        st.tuples(frame, st.integers(0, 130), st.integers(0, 255)).map(
+            lambda t: t[0][:t[1]] + bytes([t[2]]) + t[0][t[1] + 1:]),
+        st.tuples(frame, st.integers(0, 130)).map(lambda t: t[0][:t[1]]),
+        st.tuples(frame, st.binary(min_size=1, max_size=8)).map(lambda t: t[0] + t[1]),
+        st.binary(max_size=140))
+
+
+@given(data=_pong_like())
+@fuzz
+def test_a_lone_pong_is_what_the_parser_would_ignore(data):
+    """The idle connection's shortcut (ws_direct skips the parser for ``lone_pong`` bytes)
+    agrees with the library: whatever it takes, the parser answers nothing to and stays idle."""
+    from quart_app.edge.ws_protocol import lone_pong
+
+    if lone_pong(data):
+        reader = FrameReader(65536)
+        assert reader.feed(data, 0) == []
+        assert reader.idle() or reader.holds_parser and not reader.closing
+        assert not reader.closed and not reader.closing
+
+
+def test_lone_pong_examples():
+    from quart_app.edge.ws_protocol import lone_pong
+
+    assert lone_pong(b"\x8a\x80abcd") and lone_pong(b"\x8a\x83abcdxyz")
+    assert not lone_pong(b"\x8a\x00")              # unmasked: the parser fails it (1002)
+    assert not lone_pong(b"\x0a\x80abcd")          # not FIN
+    assert not lone_pong(b"\xca\x80abcd")          # RSV1 set
+    assert not lone_pong(b"\x8a\x83abcdxy")        # cut short
+    assert not lone_pong(b"\x8a\x80abcd\x81")      # a second frame begins
+    assert not lone_pong(b"\x8a\xfe\x00\x7eabcd" + b"x" * 126)  # extended length

@@ -19,7 +19,7 @@ from email.utils import formatdate
 from typing import Any
 
 from .routing import Head, hand_over, refuse
-from .ws_protocol import FrameReader
+from .ws_protocol import FRAME_RATE, FrameReader, lone_pong
 from ..errors import Unauthorized
 from ..realtime.protocol import CloseCode
 from ..realtime.session import CLOSE_HANDSHAKE_SECONDS, Reply, Session, end_session, open_session, \
@@ -210,7 +210,14 @@ class DirectWebSocket(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state == _CLOSED:
             return  # after our FIN: dropped
-        self.last_seen = time.monotonic()
+        now = self.last_seen = time.monotonic()
+        if self.frames is None and self.state == _OPEN and lone_pong(data):
+            # The answer to our ping on an idle connection: charged to the frame budget as the
+            # reader would (while it lasts; past it the reader fails the connection).
+            full_at = max(self._budget_full_at, now) + 1.0 / FRAME_RATE
+            if full_at - now <= 2.0:
+                self._budget_full_at = full_at
+                return
         transport = self.transport
         reader = self._reader()
         for event in reader.feed(data, transport.get_write_buffer_size()):
