@@ -98,19 +98,19 @@ async def test_stats_are_cached_and_invalidated_by_the_users_events(app, client,
 
 async def test_an_invalidation_during_a_computation_is_not_lost(app, monkeypatch):
     svc = svc_of(app)
-    real = dashboard.compute_stats
+    real = dashboard.compute_stats_many
     entered, gate = asyncio.Event(), asyncio.Event()
 
-    async def slow(db, user_id, now=None):
-        stats = await real(db, user_id, now)
+    async def slow(db, user_ids, now=None):
+        stats = await real(db, user_ids, now)
         entered.set()
         await gate.wait()
         return stats
 
-    monkeypatch.setattr(dashboard, "compute_stats", slow)
+    monkeypatch.setattr(dashboard, "compute_stats_many", slow)
     reader = asyncio.get_running_loop().create_task(dashboard.get_stats(svc, 11))
     await asyncio.wait_for(entered.wait(), 5)
-    monkeypatch.setattr(dashboard, "compute_stats", real)
+    monkeypatch.setattr(dashboard, "compute_stats_many", real)
     await ingest(app, "share_submitted", 11, shares=4)   # lands while the read computes
     gate.set()
     assert (await asyncio.wait_for(reader, 5))["shares_today"] == 0   # computed before it

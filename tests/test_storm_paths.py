@@ -61,3 +61,34 @@ async def test_cache_reads_made_together_go_as_one_mget(redis_url, redis_prefix)
         assert answers[-1] == {"i": 0}
     finally:
         await client.aclose()
+
+
+async def test_stats_missed_together_are_computed_by_one_query(app):
+    """Twenty users' snapshots asked at once (cold cache): one query, and each user's stats
+    are what a query of their own gives (on SQLite and on PostgreSQL)."""
+    from quart_app.dashboard import stats
+
+    from .dashboard_support import ingest
+
+    svc = app.extensions["pulse"]
+    for user in (3, 7):
+        await ingest(app, "share_submitted", user, shares=user)
+    await stats.invalidate_stats(svc, 3)
+    await stats.invalidate_stats(svc, 7)
+    batches = []
+    real = stats.compute_stats_many
+
+    async def counting(db, user_ids, now=None):
+        batches.append(sorted(user_ids))
+        return await real(db, user_ids, now)
+
+    stats.compute_stats_many = counting
+    try:
+        found = await asyncio.gather(*(stats.get_stats(svc, user) for user in range(1, 21)))
+    finally:
+        stats.compute_stats_many = real
+    assert batches == [list(range(1, 21))]
+    for user, got in zip(range(1, 21), found):
+        assert got == await stats.compute_stats(svc.db, user)
+    assert (found[2]["shares_today"], found[6]["shares_today"], found[0]["shares_today"]) == \
+        (3, 7, 0)

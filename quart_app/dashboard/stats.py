@@ -6,16 +6,19 @@ and :class:`StatsPusher` then publishes a fresh ``stats_update`` to them on ``da
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import uuid
 from datetime import date, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .db_values import as_utc, db_date, db_json, db_time, iso, utcnow
 from .events import Event, Outcome
 from .gamification import level_start, level_title
 
 MAX_EVENTS = 10
+_UNREAD = object()  # refresh_stats: the caller did not read the generation
 STATS_PUSH_SECONDS = 1.0
 QUIET_MAX_AGE_SECONDS = 3600.0
 
@@ -36,16 +39,26 @@ async def compute_stats(db, user_id: int, now: datetime | None = None) -> dict:
     before, ``shares_change`` today's shares with yesterday's, both in percent (0 without a
     baseline). Days are UTC; ``best_diff_week`` covers today and the 6 days before.
     """
+    return (await compute_stats_many(db, [user_id], now))[user_id]
+
+
+async def compute_stats_many(db, user_ids: list[int],
+                             now: datetime | None = None) -> dict[int, dict]:
+    """:func:`compute_stats` of several users in one query: ``{user_id: stats}``."""
     now = as_utc(now or utcnow())
     today = now.date()
-    row = await db.fetch_one("dashboard_stats", {
-        "user_id": user_id,
+    rows = await db.fetch_all("dashboard_stats_many", {
+        "user_ids": json.dumps(sorted(set(user_ids))),
         "since_5m": db_time(db, now - timedelta(minutes=5)),
         "since_24h": db_time(db, now - timedelta(hours=24, minutes=5)),
         "today": db_date(db, today),
         "yesterday": db_date(db, today - timedelta(days=1)),
         "week_start": db_date(db, today - timedelta(days=6)),
     })
+    return {int(row["user_id"]): _stats_of(row) for row in rows}
+
+
+def _stats_of(row: dict) -> dict:
     hashrate = row["hashrate_5m"] if row["hashrate_5m"] is not None else row["hashrate_workers"]
     hashrate = float(hashrate or 0.0)
     shares_today = int(row["shares_today"] or 0)
@@ -72,6 +85,60 @@ async def compute_stats(db, user_id: int, now: datetime | None = None) -> dict:
     }
 
 
+class StatsBatch:
+    """Stats computed for the users asked in one event-loop iteration by one query: 10,000
+    dashboards reconnecting at once (a deploy) need their snapshots in a few hundred queries,
+    not 10,000. A failed query fails every caller of that batch."""
+
+    MAX_USERS = 500
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self._asked: dict[int, list[asyncio.Future]] = {}
+        self._running: set[asyncio.Task] = set()
+
+    async def compute(self, user_id: int) -> dict:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._asked:
+            loop.call_soon(self._flush)
+        self._asked.setdefault(user_id, []).append(future)
+        return await future
+
+    def _flush(self) -> None:
+        asked, self._asked = self._asked, {}
+        users = list(asked)
+        for start in range(0, len(users), self.MAX_USERS):
+            part = {user: asked[user] for user in users[start:start + self.MAX_USERS]}
+            task = asyncio.get_running_loop().create_task(self._run(part))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, asked: dict[int, list[asyncio.Future]]) -> None:
+        try:
+            found = await compute_stats_many(self.db, list(asked))
+        except BaseException as exc:
+            for futures in asked.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: a caller that went away is no error
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for user, futures in asked.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found[user])
+
+
+def stats_batch(svc) -> StatsBatch:
+    batch = getattr(svc, "stats_batch", None)
+    if batch is None:
+        batch = svc.stats_batch = StatsBatch(svc.db)
+    return batch
+
+
 async def get_stats(svc, user_id: int) -> dict:
     """Cached stats: what ``GET /dashboard/stats`` and the ``dashboard`` snapshot answer."""
     entry, generation = await svc.cache.get_many([cache_key(user_id), _generation_key(user_id)])
@@ -79,7 +146,7 @@ async def get_stats(svc, user_id: int) -> dict:
         stats = entry["stats"]
         stats_pusher(svc).note(user_id, stats)
         return stats
-    return await refresh_stats(svc, user_id)
+    return await refresh_stats(svc, user_id, generation)
 
 
 async def network_marker(db) -> tuple[float, int]:
@@ -104,11 +171,13 @@ class Basis(NamedTuple):
                    stats["hashrate"] == 0 and stats["hashrate_change"] == 0, time.monotonic())
 
 
-async def refresh_stats(svc, user_id: int) -> dict:
-    """Compute and cache. The entry carries the user's generation as read *before* computing,
-    so an invalidation that lands meanwhile makes it a miss instead of 10 s of stale stats."""
-    generation = await svc.cache.get(_generation_key(user_id))
-    stats = await compute_stats(svc.db, user_id)
+async def refresh_stats(svc, user_id: int, generation: Any = _UNREAD) -> dict:
+    """Compute (batched with the other users asked at the same time) and cache. The entry
+    carries the user's generation as read *before* computing (by the caller, or here), so an
+    invalidation that lands meanwhile makes it a miss instead of 10 s of stale stats."""
+    if generation is _UNREAD:
+        generation = await svc.cache.get(_generation_key(user_id))
+    stats = await stats_batch(svc).compute(user_id)
     stats_pusher(svc).note(user_id, stats)
     await svc.cache.set(cache_key(user_id), {"gen": generation, "stats": stats},
                         svc.settings.stats_cache_seconds)
