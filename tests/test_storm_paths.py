@@ -1,5 +1,6 @@
 """What a reconnect storm leans on (docs/scaling.md): one user's concurrent subscribes share one
-snapshot, and stats reads made together go to Redis as one MGET."""
+snapshot, stats reads and writes made together go to Redis as one MGET and one pipeline, and
+stats missed together are computed by one query."""
 from __future__ import annotations
 
 import asyncio
@@ -50,9 +51,17 @@ async def test_cache_reads_made_together_go_as_one_mget(redis_url, redis_prefix)
         return await real(keys)
 
     client.mget = counting
+    pipelines = []
+    real_pipeline = client.pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipelines.append(1)
+        return real_pipeline(*args, **kwargs)
+
+    client.pipeline = counting_pipeline
     try:
-        for i in range(0, 50, 2):
-            await cache.set(f"k{i}", {"i": i}, 10)
+        await asyncio.gather(*(cache.set(f"k{i}", {"i": i}, 10) for i in range(0, 50, 2)))
+        assert len(pipelines) == 1  # 25 sets made together: one pipeline
         trips.clear()
         answers = await asyncio.gather(*(cache.get_many([f"k{i}", f"k{i + 1}"])
                                          for i in range(0, 50, 2)), cache.get("k0"))
