@@ -96,6 +96,7 @@ class Settings:
     auth: AuthConfig = field(default_factory=AuthConfig)
     namespaces_file: str | None = None    # PULSE_NAMESPACES: a TOML file (docs/namespaces.md)
     subscribe_proxy_url: str | None = None  # PULSE_SUBSCRIBE_PROXY_URL (namespaces: "proxy")
+    heartbeat_ttl_seconds: float = 15.0   # PULSE_HEARTBEAT_TTL_SECONDS: presence, cluster stats
 
     @property
     def production(self) -> bool:
@@ -266,6 +267,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth=_auth(env),
         namespaces_file=_namespaces_file(env),
         subscribe_proxy_url=_proxy_url(env),
+        heartbeat_ttl_seconds=_float(env, "PULSE_HEARTBEAT_TTL_SECONDS", 15.0, 0.5),
     )
 
 
