@@ -19,7 +19,7 @@ from quart_app.realtime import namespaces
 from quart_app.realtime.auth import mint_token
 
 from .conftest import (API_KEY, REDIS_URL, SECRET, free_port, make_settings, require_service,
-                       serve_app, ws_client)
+                       running_app, serve_app, ws_client)
 from .processes import pulse_process
 
 NAMESPACES = """
@@ -213,6 +213,20 @@ async def test_admin_stats_has_the_cluster(presence_settings):
         assert own["total_connections"] == 2 and "channels" not in own
 
 
+async def test_with_redis_down_stats_still_answer_and_presence_is_503(tmp_path, namespaces_file):
+    settings = replace(make_settings(f"sqlite:///{tmp_path}/r.db", "redis://127.0.0.1:1/0"),
+                       namespaces_file=namespaces_file)
+    async with running_app(settings) as app:
+        client = app.test_client()
+        stats = await (await client.get("/admin/stats", headers=ADMIN)).get_json()
+        assert stats["cluster"]["processes"] == 1
+        assert stats["cluster"]["detail"].startswith("Broker unavailable")
+        answer = await client.get("/presence", query_string={"channel": "race:r1",
+                                                             "token": token(1)})
+        assert answer.status_code == 503
+        assert (await answer.get_json())["detail"].startswith("Broker unavailable")
+
+
 # -- two real processes on one Redis ----------------------------------------------------------
 TTL = 3.0  # PULSE_HEARTBEAT_TTL_SECONDS for the processes below: heartbeats every 1 s
 
@@ -267,11 +281,12 @@ async def test_presence_converges_after_a_process_is_killed(tmp_path, namespaces
             async def everyone_counted():
                 # the other process's figures are those of its last heartbeat (1 s here)
                 stats = await cluster(b)
-                return stats["processes"] == 2 and stats["total_connections"] == 5 and stats
+                return (stats["processes"], stats["total_connections"],
+                        stats["presence_entries"]) == (2, 5, 5) and stats
 
             stats = (await eventually(everyone_counted, 3))[0]
             assert stats, await cluster(b)
-            assert stats["presence_entries"] == 5 and stats["channels"] == {"race:r1": 5}
+            assert stats["channels"] == {"race:r1": 5} and stats["subscriptions"] == 5
             assert stats["connections"] == {"ws": 5, "sse": 0}
 
             # A clean disconnect removes at once, everywhere.

@@ -149,9 +149,16 @@ class Cluster:
         return found
 
     async def stats(self) -> dict:
-        """The figures summed over every live process, and the processes' own."""
-        reports = await self.reports()
+        """The figures summed over every live process, and the processes' own (this process's
+        alone, with ``detail``, while Redis cannot be read)."""
+        detail = None
+        try:
+            reports = await self.reports()
+        except Exception as exc:  # Redis down: /admin/stats still answers for this process
+            reports, detail = [self.report()], f"Broker unavailable: {type(exc).__name__}"
         total: dict[str, Any] = {"processes": len(reports)}
+        if detail is not None:
+            total["detail"] = detail
         for name in SUMMED:
             total[name] = sum(int(r.get(name) or 0) for r in reports)
         total["connections"] = {t: sum(int(r.get("connections", {}).get(t, 0)) for r in reports)
