@@ -51,8 +51,10 @@ CHUNK = 1000
 MAX_LISTED = 10_000
 
 # KEYS: entries (zset), users (hash).
-# ARGV: entry TTL ms, pub/sub channel ('' = no join/leave), channel as JSON, how many entries to
-#       list (0: none), number of entries to add, then those entries, then entries to remove.
+# ARGV: entry TTL ms, the publish command (PUBLISH, or SPUBLISH for a Redis Cluster's shard
+#       channel, in the slot of KEYS), pub/sub channel ('' = no join/leave), channel as JSON, how
+#       many entries to list (0: none), number of entries to add, then those entries, then
+#       entries to remove.
 # Returns {clients, users, listed entries, joins, leaves}.
 SYNC_LUA = """
 local t = redis.call('TIME')
@@ -61,8 +63,8 @@ local stamp = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 local ttl = tonumber(ARGV[1])
 local joins, leaves = 0, 0
 local function say(kind, user)
-  if ARGV[2] ~= '' then
-    redis.call('PUBLISH', ARGV[2], stamp .. '\\n{"channel":' .. ARGV[3] ..
+  if ARGV[3] ~= '' then
+    redis.call(ARGV[2], ARGV[3], stamp .. '\\n{"channel":' .. ARGV[4] ..
                ',"data":{"type":"' .. kind .. '","user":' .. user .. '}}')
   end
 end
@@ -79,8 +81,8 @@ for i = 1, #expired do
   redis.call('ZREM', KEYS[1], expired[i])
   drop(expired[i])
 end
-local adds = tonumber(ARGV[5])
-for i = 6, 5 + adds do
+local adds = tonumber(ARGV[6])
+for i = 7, 6 + adds do
   local entry = ARGV[i]
   if redis.call('ZADD', KEYS[1], now + ttl, entry) == 1 then
     if redis.call('HINCRBY', KEYS[2], string.match(entry, '[^/]*$'), 1) == 1 then
@@ -89,7 +91,7 @@ for i = 6, 5 + adds do
     end
   end
 end
-for i = 6 + adds, #ARGV do
+for i = 7 + adds, #ARGV do
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
     drop(ARGV[i])
   end
@@ -102,8 +104,8 @@ else
   redis.call('DEL', KEYS[1], KEYS[2])
 end
 local listed = {}
-if tonumber(ARGV[4]) > 0 then
-  listed = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+if tonumber(ARGV[5]) > 0 then
+  listed = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)
 end
 return {clients, redis.call('HLEN', KEYS[2]), listed, joins, leaves}
 """
@@ -125,21 +127,44 @@ def _announces(channel: str) -> bool:
 
 
 class RedisStore:
-    """Presence entries and process reports in Redis (the broker's client and key prefix)."""
+    """Presence entries in Redis, through the broker's client, key prefix and pub/sub channel
+    names (``broker._key("ch", channel)``: a Redis Cluster broker's shard channel is
+    hash-tagged like the presence keys, and gets ``SPUBLISH``)."""
 
     def __init__(self, broker: Any, ttl_seconds: float) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        self.broker = broker
         self.redis = broker.redis
         self.prefix = broker.prefix
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
-        self._sync = self.redis.register_script(SYNC_LUA)
+        # A cluster sends the script's text (EVAL): a promoted replica has no script cache, and
+        # a NOSCRIPT inside a cluster pipeline cannot be retried in place.
+        self.cluster = isinstance(self.redis, RedisCluster)
+        self._command = "SPUBLISH" if self.cluster else "PUBLISH"
+        self._sync = None if self.cluster else self.redis.register_script(SYNC_LUA)
+
+    def _pubsub(self, channel: str) -> str:
+        name = getattr(self.broker, "_key", None)
+        return name("ch", channel) if name is not None else f"{self.prefix}ch:{channel}"
+
+    async def _run(self, keys: list[str], args: list, pipe: Any = None) -> Any:
+        """The script, now or queued on ``pipe``."""
+        if not self.cluster:
+            return await self._sync(keys=keys, args=args, client=pipe)
+        if pipe is not None:  # queued as is: awaiting a cluster pipeline re-initialises it
+            pipe.eval(SYNC_LUA, len(keys), *keys, *args)
+            return None
+        return await self.redis.eval(SYNC_LUA, len(keys), *keys, *args)
 
     def _keys(self, channel: str) -> list[str]:
         tag = f"{{{channel}}}"
         return [f"{self.prefix}presence:{tag}", f"{self.prefix}presence-users:{tag}"]
 
     def _args(self, channel: str, adds: list[str], removes: list[str], listed: int = 0) -> list:
-        pubsub = f"{self.prefix}ch:{channel}" if _announces(channel) else ""
-        return [self.ttl_ms, pubsub, encode_json(channel), listed, len(adds), *adds, *removes]
+        pubsub = self._pubsub(channel) if _announces(channel) else ""
+        return [self.ttl_ms, self._command, pubsub, encode_json(channel), listed, len(adds),
+                *adds, *removes]
 
     async def write(self, changes: Iterable[Change], extra: Any = None) -> None:
         """Every change in one pipeline (a channel's long lists in several script calls), plus
@@ -150,15 +175,15 @@ class RedisStore:
                 calls = [(adds[i:i + CHUNK], []) for i in range(0, len(adds), CHUNK)]
                 calls += [([], removes[i:i + CHUNK]) for i in range(0, len(removes), CHUNK)]
                 for add, remove in calls or [([], [])]:
-                    await self._sync(keys=keys, args=self._args(channel, add, remove), client=pipe)
+                    await self._run(keys, self._args(channel, add, remove), pipe)
             if extra is not None:
                 extra(pipe)
             await pipe.execute()
 
     async def read(self, channel: str, listed: int) -> tuple[int, int, list[str]]:
         """(clients, users, up to ``listed`` entries), after dropping expired entries."""
-        clients, users, entries, _joins, _leaves = await self._sync(
-            keys=self._keys(channel), args=self._args(channel, [], [], listed))
+        clients, users, entries, _joins, _leaves = await self._run(
+            self._keys(channel), self._args(channel, [], [], listed))
         return int(clients), int(users), [e.decode() if isinstance(e, bytes) else e
                                           for e in entries]
 
@@ -217,6 +242,7 @@ class Presence:
         self._flushing: asyncio.Task | None = None
         self.closed = False
         self.batches = 0                       # writes done (for tests and curiosity)
+        self.failing = False                   # the last write failed (logged once per outage)
 
     @property
     def entry_count(self) -> int:
@@ -293,13 +319,19 @@ class Presence:
     async def _write(self, changes: list[Change], extra: Any = None) -> bool:
         try:
             await self._store().write(changes, extra)
-            self.batches += 1
-            return True
         except Exception as exc:  # the broker is down: retried with the next heartbeat
-            log.warning("presence write failed: %s", type(exc).__name__)
+            if not self.failing:
+                log.warning("presence writes failing (%s): retried every heartbeat; entries "
+                            "not refreshed expire", type(exc).__name__)
+            self.failing = True
             for channel, adds, removes in changes:
                 self.dirty.setdefault(channel, set()).update(adds, removes)
             return False
+        if self.failing:
+            log.info("presence writes recovered")
+            self.failing = False
+        self.batches += 1
+        return True
 
     async def _flush_soon(self) -> None:
         try:
