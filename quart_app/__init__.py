@@ -72,10 +72,10 @@ def create_app(settings: Settings | None = None) -> Quart:
 def _blueprints():
     from . import api_docs, publish_api
     from .dashboard import api as api_dashboard, ingest, pages
-    from .edge import api_health, api_history, transport_sse, transport_ws
+    from .edge import api_health, api_history, api_presence, transport_sse, transport_ws
 
-    return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_dashboard.bp,
-            ingest.bp, publish_api.bp, pages.bp, api_docs.bp]
+    return [api_health.bp, transport_ws.bp, transport_sse.bp, api_history.bp, api_presence.bp,
+            api_dashboard.bp, ingest.bp, publish_api.bp, pages.bp, api_docs.bp]
 
 
 def _installers():

@@ -98,6 +98,7 @@ class Settings:
     subscribe_proxy_url: str | None = None  # PULSE_SUBSCRIBE_PROXY_URL (namespaces: "proxy")
     subscribe_proxy_timeout_seconds: float = 2.0    # PULSE_SUBSCRIBE_PROXY_TIMEOUT_SECONDS
     subscribe_proxy_cache_seconds: float = 30.0     # PULSE_SUBSCRIBE_PROXY_CACHE_SECONDS
+    heartbeat_ttl_seconds: float = 15.0   # PULSE_HEARTBEAT_TTL_SECONDS: presence, cluster stats
 
     @property
     def production(self) -> bool:
@@ -271,6 +272,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         subscribe_proxy_timeout_seconds=_float(env, "PULSE_SUBSCRIBE_PROXY_TIMEOUT_SECONDS",
                                                2.0, 0.05),
         subscribe_proxy_cache_seconds=_float(env, "PULSE_SUBSCRIBE_PROXY_CACHE_SECONDS", 30.0),
+        heartbeat_ttl_seconds=_float(env, "PULSE_HEARTBEAT_TTL_SECONDS", 15.0, 0.5),
     )
 
 

@@ -53,6 +53,8 @@ async def metrics():
 
 @bp.get("/admin/stats")
 async def admin_stats():
-    """Connection statistics in seed 000's ``get_stats`` shape (API key)."""
+    """Connection statistics in seed 000's ``get_stats`` shape for this process (API key), and
+    ``cluster``: the same figures summed over every live process (realtime/cluster.py)."""
     require_api_key()
-    return services().hub.get_stats()
+    svc = services()
+    return {**svc.hub.get_stats(), "cluster": await svc.cluster.stats()}

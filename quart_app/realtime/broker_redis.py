@@ -544,7 +544,8 @@ class RedisBroker:
         try:
             stamp, _, frame = raw.partition(b"\n")
             body = json.loads(frame)
-            publication = Publication(body["channel"], body["data"], body["offset"], frame,
+            # No offset: a best-effort frame (presence join/leave, realtime/presence.py).
+            publication = Publication(body["channel"], body["data"], body.get("offset"), frame,
                                       float(stamp))
             if "user_offset" in body:
                 publication.user = publication.user_id

@@ -18,6 +18,7 @@ from .auth import TokenVerifier
 from . import namespaces
 from .broker import Broker, Publication, user_of
 from .broker_memory import MemoryBroker
+from .cluster import Cluster
 from .hub import Hub
 from .listener import Listener
 from .metrics import Metrics, count_by_transport
@@ -62,6 +63,9 @@ class Engine:
                        settings.limits.max_subscriptions)
         self.flusher = Flusher(settings.limits.outbox_high_water_bytes)
         self.listener = Listener(self.broker, self.hub, self.metrics)
+        # Presence per namespace, and this process's heartbeat into the cluster (cluster.py).
+        self.cluster = Cluster(self)
+        self.presence = self.hub.presence = self.cluster.presence
         # Extension points for the application (and the edge).
         # Snapshots on subscribe: channel -> async (user_id) -> data of one publication (with
         # its "type") queued right after the ack, without an offset; the app registers them.
@@ -72,6 +76,8 @@ class Engine:
             "redis" if self.using_redis else "broker": self.broker.ping}
         self.shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._tasks: list[asyncio.Task] = []
+        self.background.append(self.cluster.heartbeat_forever)
+        self.shutdown_hooks.append(self.cluster.leave)
         if settings.metrics_dir:  # several workers: each shares its counters (metrics.py)
             self.metrics.share(settings.metrics_dir)
             self.background.append(_share_metrics)

@@ -131,6 +131,8 @@ class Hub:
         # Highest offset dispatched per upstream channel: the listener's gap and dup check.
         self.last_offset: dict[str, int] = {}
         self.on_recover: Callable[[Connection], None] = lambda conn: None
+        # presence.Presence (set by the engine): told when a subscription is live and when it ends.
+        self.presence: Any = None
 
     # -- connections -------------------------------------------------------------------
     def connect(self, conn: Connection) -> None:
@@ -149,6 +151,8 @@ class Hub:
         """Forget ``conn`` and every subscription it held. Idempotent."""
         if self._connections.pop(conn.id, None) is None:
             return
+        if self.presence is not None:
+            self.presence.gone(conn)
         for channel in conn.subs:
             self._leave(conn, channel)
         conn.subs.clear()
@@ -241,11 +245,15 @@ class Hub:
         pending, sub.pending = sub.pending, None
         for publication in pending or ():
             self._deliver(sub, conn.outbox, publication)
+        if self.presence is not None:
+            self.presence.joined(conn, channel)
         return True
 
     def unsubscribe(self, conn: Connection, channel: str) -> None:
         if conn.subs.pop(channel, None) is not None:
             self._leave(conn, channel)
+            if self.presence is not None:
+                self.presence.left(conn, channel)
         conn.outbox.push(protocol.unsubscribed(channel))
 
     def idle_upstream(self) -> list[str]:

@@ -49,11 +49,15 @@ class Namespace:
     history_ttl_seconds: float | None = None
     user_targeted: bool = False
     latest_value: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    presence: bool = False     # who is subscribed, across processes (realtime/presence.py)
+    join_leave: bool = False   # join/leave publications on the channel (needs presence)
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regex", _compile(self.pattern))
         _check_rule(self.subscribe, self.regex)
+        if self.join_leave and not self.presence:
+            raise NamespaceError("'join_leave' = true needs 'presence' = true")
 
     def may_join(self, match: re.Match, who: Principal, channel: str) -> str | None:
         kind, _, rest = self.subscribe.partition(":")
@@ -186,6 +190,8 @@ def load_file(path: str, base: Registry | None = None) -> Registry:
         history_ttl_seconds = 3600
         user_targeted = false
         latest_value = { "agent_status" = ["agent_id"] }
+        presence = false
+        join_leave = false
 
     Raises :class:`NamespaceError` naming the file, the namespace and the problem."""
     import tomllib
@@ -207,7 +213,7 @@ def load_file(path: str, base: Registry | None = None) -> Registry:
 
 
 _KEYS = {"pattern", "subscribe", "history_size", "history_ttl_seconds", "user_targeted",
-         "latest_value"}
+         "latest_value", "presence", "join_leave"}
 
 
 def _namespace(path: str, name: str, spec: Any) -> Namespace:
@@ -227,9 +233,12 @@ def _namespace(path: str, name: str, spec: Any) -> Namespace:
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
                             or not 0 <= ttl <= 30 * 86400):
         raise NamespaceError(f"{where}: 'history_ttl_seconds' must be 0 to 2592000")
-    targeted = spec.get("user_targeted", False)
-    if not isinstance(targeted, bool):
-        raise NamespaceError(f"{where}: 'user_targeted' must be true or false")
+    targeted, presence, join_leave = (spec.get(key, False) for key in (
+        "user_targeted", "presence", "join_leave"))
+    for key, value in (("user_targeted", targeted), ("presence", presence),
+                       ("join_leave", join_leave)):
+        if not isinstance(value, bool):
+            raise NamespaceError(f"{where}: {key!r} must be true or false")
     latest = spec.get("latest_value", {})
     if not isinstance(latest, dict) or not all(
             isinstance(k, str) and isinstance(v, list) and all(isinstance(f, str) for f in v)
@@ -239,7 +248,7 @@ def _namespace(path: str, name: str, spec: Any) -> Namespace:
     try:
         return Namespace(name, spec["pattern"], spec.get("subscribe", "anyone"), size,
                          None if ttl is None else float(ttl), targeted,
-                         {k: tuple(v) for k, v in latest.items()})
+                         {k: tuple(v) for k, v in latest.items()}, presence, join_leave)
     except NamespaceError as exc:
         raise NamespaceError(f"{where}: {exc}") from None
 
@@ -287,6 +296,12 @@ def latest_value_key(channel: str, event_type: str | None, data: Mapping) -> tup
     if fields is None:
         return None
     return (channel, event_type, *(str(data.get(f)) for f in fields))
+
+
+def presence_of(channel: object) -> Namespace | None:
+    """The channel's namespace if it keeps presence (``presence = true``), else None."""
+    found = _registry.find(channel)
+    return found[0] if found is not None and found[0].presence else None
 
 
 def history_limits(channel: str) -> tuple[int | None, float | None]:
