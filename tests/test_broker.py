@@ -13,15 +13,20 @@ from quart_app.realtime.broker_redis import RedisBroker, parse_raw_message
 from .conftest import SEED_MAPPINGS
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 async def make_broker(request):
+    """The contract's broker: in-process, one Redis, a Redis Cluster (ClusterBroker) and a
+    master behind Sentinel (SentinelBroker); the last two are chosen by their URL."""
     made = []
 
     async def make(size=1000, ttl=600.0):
         if request.param == "memory":
             broker = MemoryBroker(size, ttl)
         else:
-            url = request.getfixturevalue("redis_url")
+            url = {"redis": lambda: request.getfixturevalue("redis_url"),
+                   "cluster": lambda: request.getfixturevalue("redis_cluster").url,
+                   "sentinel": lambda: request.getfixturevalue("redis_sentinel").url,
+                   }[request.param]()
             prefix = request.getfixturevalue("redis_prefix")
             broker = RedisBroker(url, prefix, size, ttl)
         await broker.connect()
