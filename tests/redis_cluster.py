@@ -130,7 +130,7 @@ class ClusterNodes(_Processes):
         return ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
-                "--appendonly", "no", "--dir", str(node_dir),
+                "--appendonly", "no", "--dir", str(node_dir), "--repl-diskless-sync-delay", "0",
                 # a lone surviving replica may be promoted without waiting for a majority
                 # of replicas to agree, and a killed node's slots are retaken quickly
                 "--cluster-replica-validity-factor", "0"]
@@ -156,7 +156,9 @@ class ClusterNodes(_Processes):
             primaries = self.primaries()
             if len(primaries) != 3:
                 return False
-            return all("connected_slaves:1" in cli(p, "info", "replication") for p in primaries)
+            # "online": the replica finished its first sync (until then it has none of the data)
+            return all("connected_slaves:1" in info and "state=online" in info
+                       for info in (cli(p, "info", "replication") for p in primaries))
         wait_for(healthy, timeout, "cluster healthy")
 
     def nodes(self) -> list[dict]:
@@ -196,6 +198,14 @@ class ClusterNodes(_Processes):
                     return node["port"]
         raise LookupError(f"no primary serves slot {slot}")
 
+    def wait_for_primary_gone(self, port: int, timeout: float = 20.0) -> None:
+        """After :meth:`kill`: wait until a replica has taken the node's slots over."""
+        def promoted() -> bool:
+            live = [p for p in self.ports if self.procs[p].poll() is None]
+            return port not in self.primaries() and all(
+                "cluster_state:ok" in cli(p, "cluster", "info") for p in live)
+        wait_for(promoted, timeout, f"a replica promoted in place of {port}")
+
     def restart(self, port: int) -> None:
         """Start a killed node again: it rejoins from its nodes.conf, as a replica."""
         if self.procs[port].poll() is None:
@@ -218,7 +228,7 @@ class SentinelSet(_Processes):
 
     def _data_args(self, port: int, replica_of: int | None) -> list[str]:
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir)]
+                "--dir", str(self.workdir), "--repl-diskless-sync-delay", "0"]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
         return args

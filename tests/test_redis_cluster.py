@@ -1,0 +1,128 @@
+"""Pulse on a real 6-node Redis Cluster (tests/redis_cluster.py): sharded pub/sub across shards
+and two server processes, and a primary killed mid-traffic."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+
+from quart_app.realtime.broker import RESYNC
+from quart_app.realtime.broker_cluster import ClusterBroker
+from quart_app.realtime.broker_redis import RedisBroker
+
+from .ha_support import (Producer, Subscriber, describe, traffic_through_a_failover, two_servers,
+                         until)
+
+pytestmark = pytest.mark.integration
+
+# Eight channels of a namespace anyone may subscribe to, whose hash tags fall on all 3 shards
+# of any 3-primary cluster made by `redis-cli --cluster create` (slot ranges 0-5460,
+# 5461-10922, 10923-16383): checked below, not assumed.
+CHANNELS = [f"leaderboard:{name}" for name in
+            ("wpm", "accuracy", "streak", "speed", "daily", "weekly", "combo", "marathon")]
+
+
+def _prefix() -> str:
+    return f"pulse-test:{uuid.uuid4().hex[:12]}:"
+
+
+def shards_of(cluster, prefix: str, channels: list[str]) -> dict[str, int]:
+    return {c: cluster.owner_of(f"{prefix}ch:{{{c}}}") for c in channels}
+
+
+async def test_the_url_picks_the_cluster_broker_and_keys_share_a_slot(redis_cluster):
+    broker = RedisBroker(redis_cluster.url, "p:")
+    assert isinstance(broker, ClusterBroker)
+    keys, args, _, _ = broker._call("mining", {"type": "x"}, 7, "id-1", "", 30.0, None, None)
+    assert keys == ["p:offset:{mining}#7", "p:history:{mining}#7", "p:epoch:{mining}#7",
+                    "p:pubid:{mining}:id-1", "p:writer:{mining}#7"]
+    assert args[0] == "p:ch:{mining}"      # a user's publication goes out on its channel
+    with pytest.raises(ValueError):
+        ClusterBroker(redis_cluster.url, "p:{x}:")
+
+
+async def test_many_channels_over_shards_reach_two_processes_in_order(redis_cluster, tmp_path):
+    prefix = _prefix()
+    owners = shards_of(redis_cluster, prefix, CHANNELS)
+    assert len(set(owners.values())) >= 2, owners
+    async with two_servers(redis_cluster.url, tmp_path, prefix) as (a, b):
+        subs = [await Subscriber(address, CHANNELS, user).start()
+                for user, address in enumerate((a, b, a, b), start=1)]
+        producer = Producer([a, b], CHANNELS)
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                deadline = time.monotonic() + 30
+                for _ in range(5):
+                    await producer.publish_round(http, deadline)
+            await until(lambda: all(len(s.received[c]) == 5 for s in subs for c in CHANNELS),
+                        10, "5 publications on every channel",
+                        lambda: describe(subs, producer, tmp_path))
+        finally:
+            for sub in subs:
+                await sub.stop()
+    for sub in subs:
+        for channel in CHANNELS:
+            assert sub.received[channel] == [(o, o - 1) for o in range(1, 6)], channel
+            assert not sub.not_recovered[channel]
+
+
+async def test_a_primary_killed_mid_traffic_loses_nothing_silently(redis_cluster, tmp_path):
+    """SIGKILL the primary of two channels while publishing: its replica takes over; every
+    subscriber either has every acknowledged publication in order or was told to recover,
+    and publications flow again within seconds."""
+    prefix = _prefix()
+    owners = shards_of(redis_cluster, prefix, CHANNELS)
+    victim = owners[CHANNELS[0]]
+
+    def crash() -> None:
+        time.sleep(0.15)
+        redis_cluster.kill(victim)
+        redis_cluster.wait_for_primary_gone(victim)
+
+    try:
+        async with two_servers(redis_cluster.url, tmp_path, prefix) as bases:
+            _, _, flowing_after = await traffic_through_a_failover(bases, CHANNELS, crash,
+                                                                   tmp_path)
+        assert victim not in redis_cluster.primaries()
+        assert flowing_after < 25
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, redis_cluster.restart, victim)
+
+
+async def test_the_listener_resyncs_after_a_failover(redis_cluster):
+    """The broker alone: a takeover by the replica drops the shard subscription (sunsubscribe),
+    the listener resubscribes on the new primary and says RESYNC; the next publication on the
+    new primary starts a new epoch, which a resume from before is refused by."""
+    prefix = _prefix()
+    channel = CHANNELS[1]
+    broker = RedisBroker(redis_cluster.url, prefix)
+    await broker.connect()
+    stream = broker.listen()
+    try:
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.2)
+        await broker.subscribe_upstream(channel)
+        before = await broker.publish(channel, {"type": "x"})
+        assert (await asyncio.wait_for(first, 5)).offset == before.offset == 1
+        _, old_epoch = await broker.latest(channel)
+        primary = redis_cluster.owner_of(f"{prefix}ch:{{{channel}}}")
+        replica = redis_cluster.replica_of(primary)
+        from .redis_cluster import cli
+        assert cli(replica, "cluster", "failover", "takeover") == "OK"
+        assert await asyncio.wait_for(stream.__anext__(), 15) is RESYNC
+        after = await broker.publish(channel, {"type": "x"})
+        assert after.offset == 2
+        item = await asyncio.wait_for(stream.__anext__(), 5)
+        assert item.offset == 2
+        offset, new_epoch = await broker.latest(channel)
+        assert new_epoch != old_epoch
+        assert not (await broker.history(channel, 1, epoch=old_epoch)).complete
+        assert [p.offset for p in (await broker.history(channel, 1)).publications] == [2]
+        assert broker.reconnects == 1
+    finally:
+        await stream.aclose()
+        await broker.close()
+    await asyncio.get_running_loop().run_in_executor(None, redis_cluster.wait_healthy, 30)
