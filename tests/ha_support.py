@@ -225,4 +225,8 @@ async def traffic_through_a_failover(bases: list[str], channels: list[str], cras
     for sub in subs:
         for channel in channels:
             check_delivery(sub, producer, channel)
+    print(f"failover: publishes retried {producer.failures}, flowing again after "
+          f"{flowing_after:.1f}s; " + "; ".join(
+              f"{s.address} closes {s.closes}, recovered:false on "
+              f"{sorted(c for c, k in s.not_recovered.items() if k)}" for s in subs))
     return subs, producer, flowing_after

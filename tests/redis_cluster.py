@@ -265,6 +265,17 @@ class SentinelSet(_Processes):
         return int(cli(self.sentinel_ports[0], "sentinel", "get-master-addr-by-name",
                        MASTER_NAME).split()[1])
 
+    def wait_for_new_master(self, old: int, timeout: float = 30.0) -> None:
+        """After :meth:`kill` of the master: wait until the sentinels name another one and it
+        takes writes."""
+        def promoted() -> bool:
+            try:
+                port = self.master_port()
+            except (IndexError, ValueError):
+                return False
+            return port != old and "role:master" in cli(port, "info", "replication")
+        wait_for(promoted, timeout, f"a new master in place of {old}")
+
     def restart(self, port: int) -> None:
         """Start a killed data node again as a replica of the current master."""
         if self.procs[port].poll() is None:
