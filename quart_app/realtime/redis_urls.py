@@ -83,6 +83,7 @@ def parse(url: str) -> Topology:
     if kind == "cluster":
         if parts.path.strip("/") not in ("", "0"):
             raise ValueError(f"a Redis Cluster has only database 0: {url!r}")
+        _require_sharded_pubsub()
         return Topology("cluster", _hosts(netloc, 6379, url), ssl, username, password)
     segments = [s for s in parts.path.split("/") if s]
     if not segments or len(segments) > 2:
@@ -95,6 +96,20 @@ def parse(url: str) -> Topology:
         db = int(segments[1])
     return Topology("sentinel", _hosts(netloc, 26379, url), ssl, username, password,
                     unquote(segments[0]), db)
+
+
+# The cluster broker SSUBSCRIBEs on plain asyncio connections: redis-py's asyncio PubSub
+# handles shard channels completely from 8.0 on (smessage and sunsubscribe were missing before).
+MIN_REDIS_PY_FOR_CLUSTER = (8, 0)
+
+
+def _require_sharded_pubsub() -> None:
+    import redis
+
+    version = tuple(int(p) for p in redis.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_REDIS_PY_FOR_CLUSTER:
+        raise ValueError(f"a Redis Cluster needs redis-py 8.0 or newer for sharded pub/sub "
+                         f"(installed: {redis.__version__})")
 
 
 def broker_class(url: str) -> type:
