@@ -87,6 +87,19 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Non
     raise TimeoutError(f"{what}: not after {timeout}s")
 
 
+def wait_replicated(primary: int, timeout: float = 5.0) -> None:
+    """Until the replica(s) of ``primary`` have acknowledged everything it has written."""
+    def caught_up() -> bool:
+        info = cli(primary, "info", "replication")
+        own = [int(line.split(":")[1]) for line in info.splitlines()
+               if line.startswith("master_repl_offset:")]
+        acked = [int(part.split("=")[1]) for line in info.splitlines()
+                 if line.startswith("slave") and "offset=" in line
+                 for part in line.split(",") if part.startswith("offset=")]
+        return bool(own and acked) and min(acked) >= own[0]
+    wait_for(caught_up, timeout, f"the replica of {primary} caught up", interval=0.02)
+
+
 class _Processes:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir

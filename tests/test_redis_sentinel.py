@@ -13,6 +13,7 @@ from quart_app.realtime.broker_redis import RedisBroker
 from quart_app.realtime.broker_sentinel import SentinelBroker
 
 from .ha_support import traffic_through_a_failover, two_servers
+from .redis_cluster import wait_replicated
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +56,8 @@ async def test_the_listener_follows_a_failover_and_says_resync(redis_sentinel):
         await broker.publish("competition", {"type": "x"})
         assert (await asyncio.wait_for(first, 5)).offset == 1
         _, old_epoch = await broker.latest("competition")
-        await _wait_replicated(redis_sentinel, old_master)
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, wait_replicated, old_master)
         await loop.run_in_executor(None, _crash, redis_sentinel, old_master)
         assert await asyncio.wait_for(stream.__anext__(), 20) is RESYNC
         after = await broker.publish("competition", {"type": "x"})
@@ -92,19 +93,3 @@ def _crash(topology, port: int, delay: float = 0.0) -> None:
     time.sleep(delay)
     topology.kill(port)
     topology.wait_for_new_master(port)
-
-
-async def _wait_replicated(topology, master: int) -> None:
-    from .redis_cluster import cli
-
-    for _ in range(100):
-        info = cli(master, "info", "replication")
-        offsets = [int(part.split("=")[1]) for line in info.splitlines()
-                   if line.startswith("slave0:") for part in line.split(",")
-                   if part.startswith("offset=")]
-        own = [int(line.split(":")[1]) for line in info.splitlines()
-               if line.startswith("master_repl_offset:")]
-        if offsets and own and offsets[0] >= own[0]:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the replica did not catch up")

@@ -39,10 +39,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from . import redis_urls
-from .broker import RESYNC, Publication, _Resync
+from .broker import RESYNC, History, Publication, _Resync
 from .broker_ha import WriterEpochs, failover_lua
 from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, RECONNECT_MIN_SECONDS, RedisBroker,
                            parse_seed_message)
@@ -130,6 +131,31 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         if self._redis is not None:
             await self._redis.aclose()
 
+    # -- commands: a cluster-level failure is the broker being unavailable (503), as on one Redis
+    async def publish(self, *args: Any, **kwargs: Any) -> Publication:
+        try:
+            return await super().publish(*args, **kwargs)
+        except RedisClusterException as exc:   # e.g. a slot no node serves, mid-failover
+            raise _unavailable(exc) from exc
+
+    async def history(self, *args: Any, **kwargs: Any) -> History:
+        try:
+            return await super().history(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
+
+    async def latest(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
+        try:
+            return await super().latest(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
+
+    async def ping(self) -> None:
+        try:
+            await super().ping()
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
+
     # -- publishing many: one pipeline, grouped per node by redis-py --------------------------
     async def publish_many(self, requests: list[dict]) -> list[Publication]:
         """Like :meth:`RedisBroker.publish_many`, as one cluster pipeline: redis-py sends each
@@ -147,7 +173,10 @@ class ClusterBroker(WriterEpochs, RedisBroker):
                 request.get("history_ttl_seconds"))
             pipe.eval(self.publish_lua, len(keys), *keys, *args)
             calls.append((request, data_json, now))
-        replies = await pipe.execute()
+        try:
+            replies = await pipe.execute()
+        except RedisClusterException as exc:
+            raise _unavailable(exc) from exc
         return [self._result(r["channel"], r["data"], r.get("user"), data_json, now, reply)
                 for (r, data_json, now), reply in zip(calls, replies)]
 
@@ -161,7 +190,7 @@ class ClusterBroker(WriterEpochs, RedisBroker):
                 return
             fut = await self._ssubscribe(channel, self._queue)
             await asyncio.wait_for(asyncio.shield(fut), CONFIRM_TIMEOUT_SECONDS)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
             # A moved slot or a lost node: the listener starts over and resyncs.
             log.warning("upstream subscribe %s not confirmed: %s", channel, type(exc).__name__)
 
@@ -208,9 +237,14 @@ class ClusterBroker(WriterEpochs, RedisBroker):
             queue: asyncio.Queue = asyncio.Queue()
             try:
                 await self._open(queue, refresh=not first)
-            except (RedisError, OSError, asyncio.TimeoutError, LookupError) as exc:
-                log.warning("redis cluster listener connect failed (%s: %s); retry in %.2fs",
-                            type(exc).__name__, exc, delay)
+            except Exception as exc:  # whatever it was, start over: never skip the RESYNC
+                if isinstance(exc, (RedisError, RedisClusterException, OSError,
+                                    asyncio.TimeoutError)):
+                    log.warning("redis cluster listener connect failed (%s: %s); retry in "
+                                "%.2fs", type(exc).__name__, exc, delay)
+                else:
+                    log.exception("redis cluster listener connect failed; retry in %.2fs",
+                                  delay)
                 await self._teardown()
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
@@ -306,3 +340,10 @@ class ClusterBroker(WriterEpochs, RedisBroker):
                 log.warning("redis cluster listener lost %s: %s", shard.name,
                             type(exc).__name__)
             queue.put_nowait(_LOST)
+        except Exception:  # a reader that ended silently would leave its shard unheard
+            log.exception("redis cluster reader of %s failed", shard.name)
+            queue.put_nowait(_LOST)
+
+
+def _unavailable(exc: Exception) -> RedisError:
+    return RedisConnectionError(f"Redis Cluster: {type(exc).__name__}: {exc}")
