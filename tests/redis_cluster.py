@@ -53,10 +53,12 @@ def _bindable(port: int) -> bool:
 
 
 def free_ports(count: int, with_bus: bool = False) -> list[int]:
-    """``count`` free ports (and, for cluster nodes, their bus port ``+10000`` free too)."""
+    """``count`` free ports (and, for cluster nodes, their bus port ``+10000`` free too),
+    below the kernel's ephemeral range (32768-60999 on Linux), where an outgoing connection
+    could take one between this check and the server's bind."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 29999) if with_bus else random.randint(30000, 39999)
+        port = random.randint(11000, 20999) if with_bus else random.randint(31000, 32700)
         if port in ports or not _bindable(port) or (with_bus and not _bindable(port + 10000)):
             continue
         ports.append(port)
