@@ -51,10 +51,12 @@ from .namespaces import SEED_REDIS_CHANNELS
 
 log = logging.getLogger("pulse.broker")
 
-# MOVED and ASK are followed by redis-py itself (up to 16 redirections a command); these are
-# the further attempts after a connection error, a timeout or CLUSTERDOWN (a failover: the
-# replica takes over after cluster-node-timeout, then the slot map is reloaded). With the
-# backoff below they span about 3 s, then the error reaches the caller (a 503 for HTTP).
+# MOVED and ASK are followed by redis-py itself (up to 16 redirections a command, TRYAGAIN
+# after 50 ms); these are the further attempts after a connection error, a timeout, CLUSTERDOWN
+# (after 250 ms) or a slot no node serves, each after reloading the slot map. redis-py makes
+# them without a pause of its own: while a failover is under way (cluster-node-timeout, then an
+# election) a publish can still fail, and the error reaches the caller (a 503 for HTTP, whose
+# producer retries with its Idempotency-Key: the publication id makes every retry safe).
 PUBLISH_RETRIES = 8
 RECONNECT_MAX_SECONDS = 1.0   # the listener's retries while a failover completes
 MAX_CONNECTIONS_PER_NODE = 64
@@ -112,7 +114,7 @@ class ClusterBroker(WriterEpochs, RedisBroker):
             username=target.username, password=target.password, ssl=target.ssl,
             socket_connect_timeout=2, socket_timeout=self._socket_timeout,
             max_connections=MAX_CONNECTIONS_PER_NODE,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), PUBLISH_RETRIES))
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), PUBLISH_RETRIES))  # count only
         return cluster, None
 
     def _node_client(self, host: str, port: int) -> aioredis.Redis:
