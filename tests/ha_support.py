@@ -2,8 +2,9 @@
 
 * :func:`two_servers` runs two ``python -m quart_app serve`` processes on one ``REDIS_URL``.
 * :class:`Subscriber` is a WebSocket client that behaves like the packaged one where it matters
-  here: on a close (4010: "recover from history") it reconnects at once and resubscribes each
-  channel with ``since`` and ``epoch``; it records every publication and every ``recovered``.
+  here: on a close (4010: "recover from history") or a hole in a channel's offsets it
+  reconnects at once and resubscribes each channel with ``since`` and ``epoch``; it records
+  every publication, every hole and every ``recovered``.
 * :class:`Producer` publishes numbered events with ``POST /api/publish``, one channel at a time
   in order, each with an ``Idempotency-Key`` that it reuses until the publish is acknowledged
   (202), so a retry through a failover never publishes twice.
@@ -53,7 +54,8 @@ class Subscriber:
         self.epoch: dict[str, str] = {}
         self.not_recovered: dict[str, int] = {c: 0 for c in channels}
         self.reconnects = 0
-        self.closes: list[int | None] = []
+        self.holes = 0
+        self.closes: list[int | str | None] = []
         self._subscribed: dict[str, asyncio.Event] = {c: asyncio.Event() for c in channels}
         self._task: asyncio.Task | None = None
         self._stop = False
@@ -85,14 +87,19 @@ class Subscriber:
                                 frame["epoch"] = self.epoch[channel]
                         await ws.send(json.dumps(frame))
                     async for raw in ws:
-                        self._take(json.loads(raw))
+                        if not self._take(json.loads(raw)):
+                            self.closes.append("hole")
+                            break   # recover, as the packaged client does
+                    else:
+                        self.closes.append(ws.close_code)
             except websockets.ConnectionClosed as closed:
                 self.closes.append(closed.rcvd.code if closed.rcvd else None)
             except OSError:
                 await asyncio.sleep(0.2)
             self.reconnects += 1
 
-    def _take(self, frame: dict) -> None:
+    def _take(self, frame: dict) -> bool:
+        """Record a frame; False for a publication after a hole (it is not recorded)."""
         channel = frame.get("channel")
         if frame.get("type") == "subscribed" and channel in self.received:
             if frame.get("recovered") is False and channel in self._resuming:
@@ -101,8 +108,12 @@ class Subscriber:
             self.epoch[channel] = frame.get("epoch", "")
             self._subscribed[channel].set()
         elif "offset" in frame and "data" in frame and channel in self.received:
+            if channel in self.offset and frame["offset"] != self.offset[channel] + 1:
+                self.holes += 1
+                return False
             self.received[channel].append((frame["offset"], frame["data"]["n"]))
             self.offset[channel] = frame["offset"]
+        return True
 
     def numbers(self, channel: str) -> list[int]:
         return [n for _, n in self.received[channel]]
@@ -227,6 +238,6 @@ async def traffic_through_a_failover(bases: list[str], channels: list[str], cras
             check_delivery(sub, producer, channel)
     print(f"failover: publishes retried {producer.failures}, flowing again after "
           f"{flowing_after:.1f}s; " + "; ".join(
-              f"{s.address} closes {s.closes}, recovered:false on "
+              f"{s.address} closes {s.closes}, holes {s.holes}, recovered:false on "
               f"{sorted(c for c, k in s.not_recovered.items() if k)}" for s in subs))
     return subs, producer, flowing_after

@@ -20,7 +20,7 @@ It is :class:`RedisBroker` with three things changed (docs/scaling.md, "Redis Cl
   failover), the listener closes them all, reloads the slot map, subscribes every wanted channel
   on its current owner, waits for every confirmation, and then yields RESYNC: the hub re-reads
   history from its last offsets, as after a single Redis reconnects. The failover script of
-  :mod:`broker_ha` makes offsets from a dead primary distrusted (a new epoch).
+  :mod:`broker_ha` makes offsets from a dead primary distrusted (a new epoch, and a jump).
 
 Why plain connections per primary rather than redis-py's ``ClusterPubSub``: the latter
 reconnects and moves shard subscriptions by itself, in the background, without telling its

@@ -6,12 +6,15 @@ offsets that some processes already delivered (other data at the same numbers). 
 publication whose offset it has already dispatched, so without more, a subscriber would skip the
 new ones silently. Two things prevent that:
 
-1. **A new epoch after every change of writer.** The publish script (:func:`failover_lua`,
-   derived from the single-Redis ``PUBLISH_LUA``) keeps, per stream, the ``master_replid`` of
-   the Redis that last wrote it (``{prefix}writer:{stream}``). A promoted replica, a restarted
-   node and a node that took the slot in a resharding each have another replication id, so the
-   stream's first publication there starts a new epoch (its offsets go on from what the node
-   has). The epoch travels with every message (``<unix ts> <epoch>\\n<frame>``).
+1. **A new epoch, and a jump in offsets, after every change of writer.** The publish script
+   (:func:`failover_lua`, derived from the single-Redis ``PUBLISH_LUA``) keeps, per stream,
+   the ``master_replid`` of the Redis that last wrote it (``{prefix}writer:{stream}``). A
+   promoted replica, a restarted node and a node that took the slot in a resharding each have
+   another replication id, so the stream's first publication there starts a new epoch, and its
+   offset jumps :data:`REWIND_GAP` past what the node has: an offset that a lost write took is
+   never given to another publication, and whoever saw a number from before sees a hole and
+   recovers, with or without an epoch to show. The epoch travels with every message
+   (``<unix ts> <epoch>\\n<frame>``).
 2. **Reads checked against the epoch this process knows.** The broker remembers, per stream of
    each channel it listens to, the epoch of the newest message, history or latest it saw. A
    history read without an epoch (the listener's resync after a reconnect, its gap fill) is
@@ -28,6 +31,10 @@ from __future__ import annotations
 from .broker import History, Publication, stream_name
 from .broker_redis import PUBLISH_LUA, RedisBroker
 
+# How far a stream's offsets jump when its writer changed: more than a replica can lag behind
+# in publications of one stream, so no offset a lost write took is ever given out again.
+REWIND_GAP = 1_000_000
+
 _EPOCH_LINES = "local epoch = redis.call('GET', KEYS[3])\n"
 _WRITER_CHECK = (
     "local epoch = redis.call('GET', KEYS[3])\n"
@@ -35,6 +42,9 @@ _WRITER_CHECK = (
     "if redis.call('GET', KEYS[5]) ~= replid then\n"
     "  epoch = false\n"
     "  redis.call('SET', KEYS[5], replid)\n"
+    "  if offset > 1 then\n"
+    f"    offset = redis.call('INCRBY', KEYS[1], {REWIND_GAP})\n"
+    "  end\n"
     "end\n")
 _USER_EXPIRY = "  redis.call('PEXPIRE', KEYS[3], ARGV[10])\n"
 _PUBLISH_LINE = "redis.call('PUBLISH', ARGV[1], ARGV[6] .. '\\n' .. frame)\n"

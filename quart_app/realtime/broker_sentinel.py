@@ -5,8 +5,9 @@ the sentinels for the master (redis-py's asyncio ``SentinelConnectionPool``), an
 that finds its server demoted to a replica (``READONLY``) drops and asks again. After a
 failover the listener's connection to the old master is gone; it reconnects to the new master,
 resubscribes and yields RESYNC, so the hub recovers from history exactly as after a Redis
-restart. Publishing runs the failover variant of the script (:mod:`broker_ha`): a new epoch per
-stream on the new master, so offsets a dead master handed out are never trusted again.
+restart. Publishing runs the failover variant of the script (:mod:`broker_ha`): a new epoch,
+and a jump in offsets, per stream on the new master, so offsets a dead master handed out are
+never trusted again.
 """
 from __future__ import annotations
 
