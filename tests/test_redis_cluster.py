@@ -46,6 +46,20 @@ async def test_the_url_picks_the_cluster_broker_and_keys_share_a_slot(redis_clus
         ClusterBroker(redis_cluster.url, "p:{x}:")
 
 
+async def test_a_burst_of_commands_waits_for_connections(redis_cluster):
+    """redis-py's cluster pools raise when a node's connections run out; the broker queues
+    its commands instead, as the single-Redis broker's blocking pool does."""
+    broker = RedisBroker(redis_cluster.url, _prefix())
+    await broker.connect()
+    try:
+        channels = [f"leaderboard:burst{i}" for i in range(60)]
+        await asyncio.gather(*(broker.publish(c, {"type": "x"}) for c in channels * 5))
+        latest = await asyncio.gather(*(broker.latest(c) for c in channels * 5))
+        assert {offset for offset, _ in latest} == {5}
+    finally:
+        await broker.close()
+
+
 async def test_many_channels_over_shards_reach_two_processes_in_order(redis_cluster, tmp_path):
     prefix = _prefix()
     owners = shards_of(redis_cluster, prefix, CHANNELS)

@@ -45,8 +45,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from . import redis_urls
 from .broker import RESYNC, History, Publication, _Resync
 from .broker_ha import WriterEpochs, failover_lua
-from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, RECONNECT_MIN_SECONDS, RedisBroker,
-                           parse_seed_message)
+from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, POOL_SIZE, RECONNECT_MIN_SECONDS,
+                           RedisBroker, parse_seed_message)
 from .namespaces import SEED_REDIS_CHANNELS
 
 log = logging.getLogger("pulse.broker")
@@ -59,7 +59,10 @@ log = logging.getLogger("pulse.broker")
 # producer retries with its Idempotency-Key: the publication id makes every retry safe).
 PUBLISH_RETRIES = 8
 RECONNECT_MAX_SECONDS = 1.0   # the listener's retries while a failover completes
-MAX_CONNECTIONS_PER_NODE = 64
+# redis-py's cluster pools raise when a node's connections run out, where the single-Redis
+# broker's blocking pool waits: so at most POOL_SIZE broker commands run at once (a burst of
+# subscribes waits), below the per-node cap, which leaves room for the stats cache.
+MAX_CONNECTIONS_PER_NODE = 2 * POOL_SIZE
 
 _LOST = object()
 
@@ -92,6 +95,9 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         self._seed: _Shard | None = None
         self._shard_lock = asyncio.Lock()
         self._on_shard: dict[str, str] = {}   # channel -> the shard it is subscribed on
+        self._commands = asyncio.Semaphore(POOL_SIZE)
+        self._initialized = False
+        self._initializing = asyncio.Lock()
 
     # -- keys: the channel is the hash tag ---------------------------------------------------
     def _key(self, kind: str, name: str) -> str:
@@ -133,27 +139,45 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         if self._redis is not None:
             await self._redis.aclose()
 
+    async def _initialize(self) -> None:
+        """Load the slot map once, before any command: redis-py 8.1's RedisCluster, given a
+        burst of first commands at once, lets them race through its initialisation (they fail
+        with ``'NoneType' object has no attribute 'writelines'``)."""
+        if self._initialized:
+            return
+        async with self._initializing:
+            if not self._initialized:
+                await self.redis.initialize()
+                self._initialized = True
+
     # -- commands: a cluster-level failure is the broker being unavailable (503), as on one Redis
     async def publish(self, *args: Any, **kwargs: Any) -> Publication:
         try:
-            return await super().publish(*args, **kwargs)
+            await self._initialize()
+            async with self._commands:
+                return await super().publish(*args, **kwargs)
         except RedisClusterException as exc:   # e.g. a slot no node serves, mid-failover
             raise _unavailable(exc) from exc
 
     async def history(self, *args: Any, **kwargs: Any) -> History:
         try:
-            return await super().history(*args, **kwargs)
+            await self._initialize()
+            async with self._commands:
+                return await super().history(*args, **kwargs)
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
 
     async def latest(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
         try:
-            return await super().latest(*args, **kwargs)
+            await self._initialize()
+            async with self._commands:
+                return await super().latest(*args, **kwargs)
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
 
     async def ping(self) -> None:
         try:
+            await self._initialize()
             await super().ping()
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
@@ -176,7 +200,9 @@ class ClusterBroker(WriterEpochs, RedisBroker):
             pipe.eval(self.publish_lua, len(keys), *keys, *args)
             calls.append((request, data_json, now))
         try:
-            replies = await pipe.execute()
+            await self._initialize()
+            async with self._commands:
+                replies = await pipe.execute()
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
         return [self._result(r["channel"], r["data"], r.get("user"), data_json, now, reply)
@@ -270,7 +296,7 @@ class ClusterBroker(WriterEpochs, RedisBroker):
 
     async def _open(self, queue: asyncio.Queue, refresh: bool) -> None:
         cluster = self.redis
-        await cluster.initialize()
+        await self._initialize()
         if refresh:  # the slot map as it is now (after a failover or a slot move)
             await cluster.nodes_manager.initialize()
         self._queue = queue
