@@ -130,6 +130,14 @@ class ClusterBroker(WriterEpochs, RedisBroker):
                               password=target.password, ssl=target.ssl,
                               socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
 
+    async def connect(self) -> None:
+        await super().connect()
+        try:  # the slot map now, if the cluster answers (the stats cache uses the client too)
+            await asyncio.wait_for(self._initialize(), 5)
+        except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
+            log.warning("redis cluster not reachable at start (%s); retrying on use",
+                        type(exc).__name__)
+
     async def close(self) -> None:
         self._closed = True
         for fut in self._confirm.values():
