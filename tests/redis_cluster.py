@@ -221,6 +221,31 @@ class ClusterNodes(_Processes):
                 "cluster_state:ok" in cli(p, "cluster", "info") for p in live)
         wait_for(promoted, timeout, f"a replica promoted in place of {port}")
 
+    def move_slot(self, slot: int, to_port: int) -> None:
+        """Reshard one slot to the primary on ``to_port``, as ``redis-cli --cluster reshard``
+        does: IMPORTING/MIGRATING, MIGRATE its keys, then every primary learns the new owner."""
+        ids = {n["port"]: n["id"] for n in self.nodes()}
+        source = next(p for p in self.primaries() if self._serves(p, slot))
+        cli(to_port, "cluster", "setslot", str(slot), "importing", ids[source])
+        cli(source, "cluster", "setslot", str(slot), "migrating", ids[to_port])
+        while True:
+            keys = cli(source, "cluster", "getkeysinslot", str(slot), "100").split()
+            if not keys:
+                break
+            cli(source, "migrate", "127.0.0.1", str(to_port), "", "0", "5000", "keys", *keys)
+        for port in self.primaries():
+            cli(port, "cluster", "setslot", str(slot), "node", ids[to_port])
+        self.wait_healthy()
+
+    def _serves(self, port: int, slot: int) -> bool:
+        node = next(n for n in self.nodes() if n["port"] == port)
+        for span in node["slots"]:
+            if not span.startswith("["):
+                low, _, high = span.partition("-")
+                if int(low) <= slot <= int(high or low):
+                    return True
+        return False
+
     def restart(self, port: int) -> None:
         """Start a killed node again: it rejoins from its nodes.conf, as a replica."""
         if self.procs[port].poll() is None:

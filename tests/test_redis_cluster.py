@@ -145,3 +145,35 @@ async def test_the_listener_resyncs_after_a_failover(redis_cluster):
         await stream.aclose()
         await broker.close()
     await asyncio.get_running_loop().run_in_executor(None, redis_cluster.wait_healthy, 30)
+
+
+async def test_a_slot_moved_by_resharding_resubscribes_and_recovers(redis_cluster):
+    """Resharding a channel's slot to another primary: the old owner drops the shard
+    subscription (sunsubscribe), the listener resubscribes on the new one and says RESYNC, and
+    the channel's next publication there (new writer) jumps its offset."""
+    prefix = _prefix()
+    channel = CHANNELS[2]
+    key = f"{prefix}ch:{{{channel}}}"
+    broker = RedisBroker(redis_cluster.url, prefix)
+    await broker.connect()
+    stream = broker.listen()
+    try:
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.2)
+        await broker.subscribe_upstream(channel)
+        await broker.publish(channel, {"type": "x"})
+        assert (await asyncio.wait_for(first, 5)).offset == 1
+        slot = int(cli(redis_cluster.ports[0], "cluster", "keyslot", key))
+        source = redis_cluster.owner_of(key)
+        target = next(p for p in redis_cluster.primaries() if p != source)
+        await asyncio.get_running_loop().run_in_executor(None, redis_cluster.move_slot, slot,
+                                                         target)
+        assert redis_cluster.owner_of(key) == target
+        assert await asyncio.wait_for(stream.__anext__(), 10) is RESYNC
+        after = await broker.publish(channel, {"type": "x"})      # MOVED, then the new owner
+        assert after.offset == 2 + REWIND_GAP
+        assert (await asyncio.wait_for(stream.__anext__(), 5)).offset == after.offset
+        assert not (await broker.history(channel, 1)).complete
+    finally:
+        await stream.aclose()
+        await broker.close()
