@@ -42,6 +42,19 @@ async def test_the_url_picks_the_sentinel_broker(redis_sentinel):
         await broker.close()
 
 
+async def test_a_burst_of_commands_waits_for_connections(redis_sentinel):
+    broker = RedisBroker(redis_sentinel.url, _prefix())
+    await broker.connect()
+    try:
+        channels = [f"leaderboard:burst{i}" for i in range(60)]
+        await asyncio.gather(*(broker.publish(c, {"type": "x"}) for c in channels * 5))
+        latest = await asyncio.gather(*(broker.latest(c) for c in channels * 5))
+        assert {offset for offset, _ in latest} == {5}
+        assert broker.redis.connection_pool.max_connections == 32
+    finally:
+        await broker.close()
+
+
 async def test_the_listener_follows_a_failover_and_says_resync(redis_sentinel):
     """SIGKILL the master: the sentinels promote the replica; the listener reconnects to it,
     resubscribes and yields RESYNC; the next publication there starts a new epoch and jumps

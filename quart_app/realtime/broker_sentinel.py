@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -27,6 +28,11 @@ from .broker_redis import POOL_SIZE, RedisBroker
 # Publishing through a failover: a call is retried (its publication id makes that safe) while
 # the sentinels elect a new master, about 2-10 s; the HTTP publish answers 503 after that.
 FAILOVER_RETRIES = 8
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+    """Connections to the master the sentinels name, and a burst of commands waits for a free
+    one (as RedisBroker's blocking pool does) instead of failing with "Too many connections"."""
 
 
 class SentinelBroker(WriterEpochs, RedisBroker):
@@ -43,8 +49,8 @@ class SentinelBroker(WriterEpochs, RedisBroker):
                                              socket_connect_timeout=1.0)
         common = {"db": target.db, "username": target.username, "password": target.password,
                   "ssl": target.ssl, "socket_connect_timeout": 2}
-        pool = SentinelConnectionPool(
-            target.master, sentinel, max_connections=POOL_SIZE,
+        pool = _BlockingSentinelPool(
+            target.master, sentinel, max_connections=POOL_SIZE, timeout=5,
             socket_timeout=self._socket_timeout,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), FAILOVER_RETRIES),
             retry_on_error=[RedisConnectionError, RedisTimeoutError], **common)
