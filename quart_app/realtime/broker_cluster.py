@@ -51,8 +51,7 @@ from .namespaces import SEED_REDIS_CHANNELS
 
 log = logging.getLogger("pulse.broker")
 
-# MOVED and ASK are followed by redis-py itself (up to 16 redirections a command, TRYAGAIN
-# after 50 ms); these are the further attempts after a connection error, a timeout, CLUSTERDOWN
+# MOVED, ASK and TRYAGAIN are handled by redis-py itself (up to 16 tries a command); these are the further attempts after a connection error, a timeout, CLUSTERDOWN
 # (after 250 ms) or a slot no node serves, each after reloading the slot map. redis-py makes
 # them without a pause of its own: while a failover is under way (cluster-node-timeout, then an
 # election) a publish can still fail, and the error reaches the caller (a 503 for HTTP, whose
