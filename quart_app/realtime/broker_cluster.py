@@ -221,9 +221,7 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         self._wanted.add(channel)
         try:
             await asyncio.wait_for(self._ready.wait(), CONFIRM_TIMEOUT_SECONDS)
-            if self._queue is None:
-                return
-            fut = await self._ssubscribe(channel, self._queue)
+            fut = await self._ssubscribe(channel)
             await asyncio.wait_for(asyncio.shield(fut), CONFIRM_TIMEOUT_SECONDS)
         except (RedisError, RedisClusterException, OSError, asyncio.TimeoutError) as exc:
             # A moved slot or a lost node: the listener starts over and resyncs.
@@ -241,19 +239,36 @@ class ClusterBroker(WriterEpochs, RedisBroker):
                 pass
         await super().unsubscribe_upstream(channel)
 
-    async def _ssubscribe(self, channel: str, queue: asyncio.Queue) -> asyncio.Future:
-        """Send SSUBSCRIBE to the channel's current primary; the future is its confirmation."""
+    async def _ssubscribe(self, channel: str) -> asyncio.Future:
+        """Send SSUBSCRIBE to the channel's current primary, on this generation's connection to
+        it (opened here if need be); the future is the confirmation. Between generations it
+        sends nothing: the next one subscribes every wanted channel."""
         key = self._key("ch", channel)
-        node = self.redis.get_node_from_key(key)
         fut = self._confirm.get(channel)
         if fut is None or fut.done():
             fut = self._confirm[channel] = asyncio.get_running_loop().create_future()
         async with self._shard_lock:
+            queue = self._queue
+            if queue is None:
+                return fut
+            try:
+                node = self.redis.get_node_from_key(key)
+            except RedisClusterException:   # a slot no node serves now: start over, later
+                queue.put_nowait(_LOST)
+                raise
             shard = self._shards.get(node.name)
             if shard is None:
-                shard = self._shards[node.name] = _Shard(node.name,
-                                                         self._node_client(node.host, node.port))
-                await shard.pubsub.ssubscribe(key)   # connects: the reader may start now
+                shard = _Shard(node.name, self._node_client(node.host, node.port))
+                try:
+                    await shard.pubsub.ssubscribe(key)   # connects
+                except BaseException:
+                    queue.put_nowait(_LOST)   # a wanted channel is not heard: start over
+                    await _close(shard)
+                    raise
+                if self._queue is not queue:   # the generation ended meanwhile
+                    await _close(shard)
+                    return fut
+                self._shards[node.name] = shard
                 shard.task = asyncio.get_running_loop().create_task(
                     self._read(shard, queue), name=f"pulse-shard-{node.name}")
                 self._on_shard[channel] = shard.name
@@ -312,7 +327,7 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         await self._seed.pubsub.subscribe(*SEED_REDIS_CHANNELS)
         self._seed.task = asyncio.get_running_loop().create_task(
             self._read(self._seed, queue), name="pulse-seed-channels")
-        confirmations = [await self._ssubscribe(channel, queue) for channel in list(self._wanted)]
+        confirmations = [await self._ssubscribe(channel) for channel in list(self._wanted)]
         if confirmations:
             await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, confirmations)),
                                    CONFIRM_TIMEOUT_SECONDS)
@@ -327,11 +342,7 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         for shard in shards:
             if shard.task is not None and shard.task is not asyncio.current_task():
                 await asyncio.gather(shard.task, return_exceptions=True)
-            try:
-                await shard.pubsub.aclose()
-                await shard.client.aclose()
-            except (RedisError, OSError):
-                pass
+            await _close(shard)
 
     async def _read(self, shard: _Shard, queue: asyncio.Queue) -> None:
         """One connection's reader: messages into the queue; on any loss, ``_LOST``."""
@@ -378,6 +389,14 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         except Exception:  # a reader that ended silently would leave its shard unheard
             log.exception("redis cluster reader of %s failed", shard.name)
             queue.put_nowait(_LOST)
+
+
+async def _close(shard: _Shard) -> None:
+    try:
+        await shard.pubsub.aclose()
+        await shard.client.aclose()
+    except (RedisError, OSError):
+        pass
 
 
 def _unavailable(exc: Exception) -> RedisError:
