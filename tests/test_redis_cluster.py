@@ -177,3 +177,25 @@ async def test_a_slot_moved_by_resharding_resubscribes_and_recovers(redis_cluste
     finally:
         await stream.aclose()
         await broker.close()
+
+
+async def test_seed_channels_are_heard_whichever_node_a_producer_publishes_on(redis_cluster):
+    """Seed producers PUBLISH raw JSON on pubsub:* (classic pub/sub, broadcast to every node
+    of a cluster): one SUBSCRIBE connection to one node hears them from any node."""
+    broker = RedisBroker(redis_cluster.url, _prefix())
+    await broker.connect()
+    stream = broker.listen()
+    try:
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.3)
+        for i, port in enumerate(redis_cluster.ports):
+            cli(port, "publish", "pubsub:feed_item", f'{{"user_id": 1, "i": {i}}}')
+        got = [await asyncio.wait_for(first, 5)]
+        for _ in redis_cluster.ports[1:]:
+            got.append(await asyncio.wait_for(stream.__anext__(), 5))
+        assert sorted(p.data["i"] for p in got) == list(range(len(redis_cluster.ports)))
+        assert {(p.channel, p.offset, p.data["type"]) for p in got} == \
+            {("dashboard", None, "feed_item")}
+    finally:
+        await stream.aclose()
+        await broker.close()
