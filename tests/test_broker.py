@@ -204,6 +204,21 @@ async def test_a_retried_batch_call_publishes_nothing_twice(redis_url, redis_pre
         await broker.close()
 
 
+async def test_a_listener_with_nothing_to_hear_yet_starts_without_a_reconnect(make_broker):
+    """Before: with no raw channels and nothing wanted, the Redis listener sent a SUBSCRIBE of
+    nothing, failed, and reconnected (a RESYNC first, and subscribes waiting meanwhile)."""
+    broker = await make_broker()
+    stream = broker.listen()
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.2)
+    await broker.subscribe_upstream("mining")
+    await broker.publish("mining", {"type": "x"})
+    item = await asyncio.wait_for(first, 3)
+    assert item is not RESYNC and item.offset == 1
+    assert getattr(broker, "reconnects", 0) == 0
+    await stream.aclose()
+
+
 @pytest.mark.integration
 async def test_two_brokers_on_one_redis_share_offsets(redis_url, redis_prefix):
     a, b = RedisBroker(redis_url, redis_prefix), RedisBroker(redis_url, redis_prefix)

@@ -498,7 +498,11 @@ class RedisBroker:
 
     async def _open_pubsub(self):
         pubsub = self._listen_redis.pubsub()
-        await pubsub.subscribe(*self.raw_channels, *(self._key("ch", c) for c in self._wanted))
+        channels = [*self.raw_channels, *(self._key("ch", c) for c in self._wanted)]
+        if channels:
+            await pubsub.subscribe(*channels)
+        else:  # a SUBSCRIBE of nothing is an error: connect, and subscribe_upstream subscribes
+            await pubsub.connect()
         return pubsub
 
     async def listen(self) -> AsyncIterator[Publication | _Resync]:
