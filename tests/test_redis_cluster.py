@@ -179,10 +179,11 @@ async def test_a_slot_moved_by_resharding_resubscribes_and_recovers(redis_cluste
         await broker.close()
 
 
-async def test_seed_channels_are_heard_whichever_node_a_producer_publishes_on(redis_cluster):
+async def test_raw_channels_are_heard_whichever_node_a_producer_publishes_on(redis_cluster):
     """Seed producers PUBLISH raw JSON on pubsub:* (classic pub/sub, broadcast to every node
     of a cluster): one SUBSCRIBE connection to one node hears them from any node."""
-    broker = RedisBroker(redis_cluster.url, _prefix())
+    broker = RedisBroker(redis_cluster.url, _prefix(),
+                         raw_channels={"pubsub:feed_item": "dashboard"})
     await broker.connect()
     stream = broker.listen()
     try:

@@ -13,8 +13,8 @@ It is :class:`RedisBroker` with three things changed (docs/scaling.md, "Redis Cl
 * **Sharded pub/sub.** The script ends with ``SPUBLISH`` to the channel's shard channel (same
   slot as its keys), so a message goes only to the shard that owns the channel, not to every
   node. The listener holds one pub/sub connection per primary that owns a subscribed channel
-  (``SSUBSCRIBE``), plus one classic ``SUBSCRIBE`` connection to any node for the seed channels
-  ``pubsub:*`` (classic pub/sub reaches every node of a cluster).
+  (``SSUBSCRIBE``), plus one classic ``SUBSCRIBE`` connection to any node for the application's
+  raw channels (seed 000's ``pubsub:*``: classic pub/sub reaches every node of a cluster).
 * **Reconnect means the whole view.** When any of those connections fails, or a node drops a
   subscription because its slot moved (a ``sunsubscribe`` Pulse did not ask for: resharding,
   failover), the listener closes them all, reloads the slot map, subscribes every wanted channel
@@ -45,9 +45,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from . import redis_urls
 from .broker import RESYNC, History, Publication, _Resync
 from .broker_ha import WriterEpochs, failover_lua
-from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, POOL_SIZE, RECONNECT_MIN_SECONDS,
-                           RedisBroker, parse_seed_message)
-from .namespaces import SEED_REDIS_CHANNELS
+from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, HISTORY_LUA, LATEST_LUA, POOL_SIZE,
+                           RECONNECT_MIN_SECONDS, RedisBroker, parse_raw_message)
 
 log = logging.getLogger("pulse.broker")
 
@@ -83,11 +82,13 @@ class ClusterBroker(WriterEpochs, RedisBroker):
     publish_lua = failover_lua("SPUBLISH")
 
     def __init__(self, url: str, prefix: str = "pulse:", history_size: int = 1000,
-                 history_ttl_seconds: float = 600.0, socket_timeout: float = 5.0) -> None:
+                 history_ttl_seconds: float = 600.0, socket_timeout: float = 5.0,
+                 raw_channels: dict[str, str] | None = None) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("on a Redis Cluster the key prefix cannot contain '{' or '}' "
                              "(the channel is the hash tag)")
-        super().__init__(url, prefix, history_size, history_ttl_seconds, socket_timeout)
+        super().__init__(url, prefix, history_size, history_ttl_seconds, socket_timeout,
+                         raw_channels)
         self.topology = redis_urls.parse(url)
         self._queue: asyncio.Queue | None = None
         self._shards: dict[str, _Shard] = {}
@@ -168,17 +169,13 @@ class ClusterBroker(WriterEpochs, RedisBroker):
 
     async def history(self, *args: Any, **kwargs: Any) -> History:
         try:
-            await self._initialize()
-            async with self._commands:
-                return await super().history(*args, **kwargs)
+            return await super().history(*args, **kwargs)
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
 
     async def latest(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
         try:
-            await self._initialize()
-            async with self._commands:
-                return await super().latest(*args, **kwargs)
+            return await super().latest(*args, **kwargs)
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
 
@@ -190,12 +187,12 @@ class ClusterBroker(WriterEpochs, RedisBroker):
             raise _unavailable(exc) from exc
 
     # -- publishing many: one pipeline, grouped per node by redis-py --------------------------
-    async def publish_many(self, requests: list[dict]) -> list[Publication]:
-        """Like :meth:`RedisBroker.publish_many`, as one cluster pipeline: redis-py sends each
-        node its commands in one round trip, in order (a channel stays on one node, so its
-        publications keep their order). EVAL with the script's text, not EVALSHA: a replica
-        promoted in a failover has no script cache, and a NOSCRIPT inside a pipeline would
-        have to be retried out of order."""
+    async def _publish_pipelined(self, requests: list[dict]) -> list[Publication]:
+        """Several publishes as one cluster pipeline (``publish_many``, broker_ha.py): redis-py
+        sends each node its commands in one round trip, in order (a channel stays on one node,
+        so its publications keep their order). EVAL with the script's text, not EVALSHA: a
+        replica promoted in a failover has no script cache, and a NOSCRIPT inside a pipeline
+        would have to be retried out of order."""
         calls = []
         pipe = self.redis.pipeline()
         for request in requests:
@@ -214,6 +211,60 @@ class ClusterBroker(WriterEpochs, RedisBroker):
             raise _unavailable(exc) from exc
         return [self._result(r["channel"], r["data"], r.get("user"), data_json, now, reply)
                 for (r, data_json, now), reply in zip(calls, replies)]
+
+    # -- reads: those of one loop iteration as one cluster pipeline ---------------------------
+    async def _read_together(self, reads: list[tuple[tuple, asyncio.Future]]) -> None:
+        """:meth:`RedisBroker._read_together` for a cluster: a latest read per stream (its two
+        keys are in its channel's slot; the single-Redis script reads every stream at once,
+        across slots) and one history read per stream from the oldest ``since`` asked, as EVALs
+        of one cluster pipeline (redis-py sends each node its part in one round trip)."""
+        latest: list[str] = []
+        histories: dict[str, list] = {}                # stream -> [oldest since, size, user, n]
+        for (kind, stream, user, since, held), _future in reads:
+            if kind == "latest":
+                if stream not in latest:
+                    latest.append(stream)
+            else:
+                group = histories.get(stream)
+                if group is None:
+                    histories[stream] = [since, held, user, 1]
+                else:
+                    group[0] = min(group[0], since)
+                    group[3] += 1
+        self.read_trips += 1
+        try:
+            pipe = self.redis.pipeline()
+            for stream in latest:
+                pipe.eval(LATEST_LUA, 2, self._key("offset", stream), self._key("epoch", stream))
+            for stream, (since, held, _user, n) in histories.items():
+                pipe.eval(HISTORY_LUA, 3, self._key("offset", stream),
+                          self._key("history", stream), self._key("epoch", stream),
+                          since, held, 1 if n > 1 else 0)
+            await self._initialize()
+            async with self._commands:
+                replies = await pipe.execute()
+        except BaseException as exc:
+            failure = _unavailable(exc) if isinstance(exc, RedisClusterException) else exc
+            for _read, future in reads:
+                if not future.done():
+                    future.set_exception(failure)
+                    future.exception()  # retrieved: a cancelled reader is not an error
+            if not isinstance(exc, Exception):
+                raise
+            return
+        found_latest = dict(zip(latest, replies[:len(latest)]))
+        found = {stream: self._parse_history(stream.partition("#")[0], user, reply)
+                 for (stream, (_since, _held, user, _n)), reply
+                 in zip(histories.items(), replies[len(latest):])}
+        for (kind, stream, _user, _since, _held), future in reads:
+            if future.done():
+                continue
+            if kind == "latest":
+                offset, epoch = found_latest[stream]
+                future.set_result((int(offset),
+                                   epoch.decode() if isinstance(epoch, bytes) else str(epoch)))
+            else:
+                future.set_result(found[stream])
 
     # -- upstream subscriptions ---------------------------------------------------------------
     async def subscribe_upstream(self, channel: str) -> None:
@@ -322,11 +373,12 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         if refresh:  # the slot map as it is now (after a failover or a slot move)
             await cluster.nodes_manager.initialize()
         self._queue = queue
-        node = random.choice(cluster.get_primaries())
-        self._seed = _Shard(node.name, self._node_client(node.host, node.port))
-        await self._seed.pubsub.subscribe(*SEED_REDIS_CHANNELS)
-        self._seed.task = asyncio.get_running_loop().create_task(
-            self._read(self._seed, queue), name="pulse-seed-channels")
+        if self.raw_channels:  # classic pub/sub reaches every node: any one will do
+            node = random.choice(cluster.get_primaries())
+            self._seed = _Shard(node.name, self._node_client(node.host, node.port))
+            await self._seed.pubsub.subscribe(*self.raw_channels)
+            self._seed.task = asyncio.get_running_loop().create_task(
+                self._read(self._seed, queue), name="pulse-raw-channels")
         confirmations = [await self._ssubscribe(channel) for channel in list(self._wanted)]
         if confirmations:
             await asyncio.wait_for(asyncio.gather(*map(asyncio.shield, confirmations)),
@@ -357,7 +409,8 @@ class ClusterBroker(WriterEpochs, RedisBroker):
                 if kind == "smessage":
                     publication = self._parse_own(message["data"])
                 elif kind == "message":
-                    publication = parse_seed_message(channel.decode(), message["data"])
+                    publication = parse_raw_message(self.raw_channels, channel.decode(),
+                                                    message["data"])
                 elif kind == "ssubscribe":
                     fut = self._confirm.pop(self._channel_of(channel), None)
                     if fut is not None and not fut.done():

@@ -83,6 +83,18 @@ class WriterEpochs:
         keys.append(self._key("writer", stream_name(channel, user)))  # type: ignore[attr-defined]
         return keys, args, data_json, now
 
+    async def publish_many(self, requests: list[dict], *, batch_id: str | None = None,
+                           batch_id_ttl_seconds: float = 30.0) -> list[Publication]:
+        """As a pipeline of the failover script, never the single-Redis batch script (it has no
+        writer check, and on a cluster its keys span slots). A batch without ids of its own
+        gets one per publication from ``batch_id``, so a retried call still publishes nothing
+        twice (and answers the first call's offsets, marked ``duplicate``)."""
+        if batch_id is not None and not any(r.get("publication_id") for r in requests):
+            requests = [{**r, "publication_id": f"{batch_id}:{i}",
+                         "id_ttl_seconds": batch_id_ttl_seconds}
+                        for i, r in enumerate(requests)]
+        return await self._publish_pipelined(requests)  # type: ignore[attr-defined]
+
     def _remember(self, channel: str, stream: str, epoch: str) -> None:
         if epoch and channel in self._wanted:  # type: ignore[attr-defined]
             self._epochs.setdefault(channel, {})[stream] = epoch
