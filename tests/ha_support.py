@@ -30,14 +30,14 @@ from .processes import pulse_process
 
 
 @asynccontextmanager
-async def two_servers(redis_url: str, tmp_path: Path, prefix: str):
+async def two_servers(redis_url: str, tmp_path: Path, prefix: str, **extra_env: str):
     async with AsyncExitStack() as stack:
         bases = []
         for name in ("a", "b"):
             port = free_port()
             env = {"REDIS_URL": redis_url, "DATABASE_URL": f"sqlite:///{tmp_path}/{name}.db",
                    "JWT_SECRET": SECRET, "PULSE_API_KEY": API_KEY,
-                   "PULSE_REDIS_PREFIX": prefix, "PULSE_LOG_LEVEL": "WARNING"}
+                   "PULSE_REDIS_PREFIX": prefix, "PULSE_LOG_LEVEL": "WARNING", **extra_env}
             await stack.enter_async_context(
                 pulse_process(port, env, log_path=tmp_path / f"pulse-{name}.log"))
             bases.append(f"127.0.0.1:{port}")

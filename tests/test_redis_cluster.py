@@ -9,11 +9,13 @@ import uuid
 import httpx
 import pytest
 
+from quart_app.realtime.auth import mint_token
 from quart_app.realtime.broker import RESYNC
 from quart_app.realtime.broker_cluster import ClusterBroker
 from quart_app.realtime.broker_ha import REWIND_GAP
 from quart_app.realtime.broker_redis import RedisBroker
 
+from .conftest import API_KEY, SECRET, ws_client
 from .ha_support import (Producer, Subscriber, describe, traffic_through_a_failover, two_servers,
                          until)
 from .redis_cluster import cli, wait_replicated
@@ -200,3 +202,53 @@ async def test_raw_channels_are_heard_whichever_node_a_producer_publishes_on(red
     finally:
         await stream.aclose()
         await broker.close()
+
+
+async def test_presence_and_cluster_stats_work_across_shards_and_processes(redis_cluster,
+                                                                          tmp_path):
+    """Presence (main's RedisStore) on the cluster broker: a channel's presence keys and its
+    shard channel share the channel's slot, join/leave go out by SPUBLISH, and /admin/stats
+    sums both processes from the {cluster} slot."""
+    names = tmp_path / "namespaces.toml"
+    names.write_text('[namespaces.race]\npattern = "race:{race}"\npresence = true\n'
+                     'join_leave = true\n')
+    async with two_servers(redis_cluster.url, tmp_path, _prefix(), PULSE_NAMESPACES=str(names),
+                           PULSE_HEARTBEAT_TTL_SECONDS="3") as (a, b), \
+            httpx.AsyncClient(timeout=5) as http:
+        async with ws_client(a, mint_token(SECRET, 9)) as watcher, \
+                ws_client(b, mint_token(SECRET, 3)) as racer:
+            await watcher.subscribe("race:r1")
+            await racer.subscribe("race:r1")
+            joined = await watcher.recv_until(
+                lambda f: f.get("data", {}).get("type") == "join"
+                and f["data"]["user"] == 3, 5)   # made on B, heard on A
+            assert "offset" not in joined
+
+            async def present(host):
+                answer = await http.get(f"http://{host}/presence", params={
+                    "channel": "race:r1", "token": mint_token(SECRET, 9)})
+                return sorted(c["user"] for c in answer.json()["clients"])
+
+            async def stats():
+                answer = await http.get(f"http://{b}/admin/stats",
+                                        headers={"X-API-Key": API_KEY})
+                return answer.json()["cluster"]
+
+            await until_async(lambda: present(a), [3, 9], 5)
+            await until_async(lambda: present(b), [3, 9], 5)
+            await until_async(lambda: _pick(stats(), "processes"), 2, 5)
+            await racer.ws.close()
+            left = await watcher.recv_until(lambda f: f.get("data", {}).get("type") == "leave", 5)
+            assert left["data"] == {"type": "leave", "user": 3}
+
+
+async def _pick(awaitable, key):
+    return (await awaitable)[key]
+
+
+async def until_async(read, wanted, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := await read()) != wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{got!r}, not {wanted!r}, after {timeout}s")
+        await asyncio.sleep(0.1)
