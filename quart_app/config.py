@@ -172,9 +172,20 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     raw = env.get("REDIS_URL")
     if not raw:
         return None
+    from .realtime import redis_urls
+
+    if redis_urls.kind_of(raw) != "single":  # a Redis Cluster, or Sentinel (redis_urls.py)
+        try:
+            topology = redis_urls.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
+        if topology.kind == "cluster" and set("{}") & set(env.get("PULSE_REDIS_PREFIX") or ""):
+            raise ConfigError("PULSE_REDIS_PREFIX cannot contain '{' or '}' on a Redis Cluster")
+        return raw
     parts = urlsplit(raw)
     if parts.scheme not in {"redis", "rediss", "unix"}:
-        raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {raw!r}")
+        raise ConfigError(f"REDIS_URL must be a redis://, rediss://, unix://, redis+cluster:// "
+                          f"or redis+sentinel:// URL, got {raw!r}")
     if parts.scheme != "unix":
         if not parts.hostname:
             raise ConfigError(f"REDIS_URL has no host: {raw!r}")

@@ -24,6 +24,9 @@ from quart_app import create_app
 from quart_app.realtime.auth import mint_token
 from quart_app.config import load_settings
 
+# Session-scoped Redis Cluster and Sentinel topologies from real binaries (started on first use).
+from .redis_cluster import redis_cluster, redis_sentinel  # noqa: E402,F401
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

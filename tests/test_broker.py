@@ -8,20 +8,26 @@ import redis.asyncio as aioredis
 from quart_app.realtime.broker import RESYNC, Publication, frame_text
 from quart_app.realtime.broker_memory import MemoryBroker
 from quart_app.dashboard.channels import SEED_CHANNEL_MAP
+from quart_app.realtime.broker_cluster import ClusterBroker
 from quart_app.realtime.broker_redis import RedisBroker, parse_raw_message
 
 from .conftest import SEED_MAPPINGS
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster", "sentinel"])
 async def make_broker(request):
+    """The contract's broker: in-process, one Redis, a Redis Cluster (ClusterBroker) and a
+    master behind Sentinel (SentinelBroker); the last two are chosen by their URL."""
     made = []
 
     async def make(size=1000, ttl=600.0):
         if request.param == "memory":
             broker = MemoryBroker(size, ttl)
         else:
-            url = request.getfixturevalue("redis_url")
+            url = {"redis": lambda: request.getfixturevalue("redis_url"),
+                   "cluster": lambda: request.getfixturevalue("redis_cluster").url,
+                   "sentinel": lambda: request.getfixturevalue("redis_sentinel").url,
+                   }[request.param]()
             prefix = request.getfixturevalue("redis_prefix")
             broker = RedisBroker(url, prefix, size, ttl)
         await broker.connect()
@@ -140,7 +146,15 @@ async def test_a_batch_keeps_order_spaces_history_and_reaches_listeners(make_bro
         ("leaderboard:x", 2, None), ("mining", 2, 7), ("mining", 3, None)]
     assert [p.data["i"] for p in published] == list(range(7))
     heard = await listener
-    assert [json.loads(p.frame) for p in heard] == [json.loads(p.frame) for p in published]
+
+    def by_stream(publications):  # the order a broker keeps is per stream (a cluster's shards
+        streams: dict = {}         # are heard side by side)
+        for p in publications:
+            streams.setdefault((p.channel, p.user), []).append(json.loads(p.frame))
+        return streams
+    assert by_stream(heard) == by_stream(published)
+    if not isinstance(broker, ClusterBroker):
+        assert [json.loads(p.frame) for p in heard] == [json.loads(p.frame) for p in published]
     assert json.loads(published[2].frame)["user_offset"] == 1
     assert [p.data["i"] for p in (await broker.history("mining", 0)).publications] == [0, 3, 6]
     mine = await broker.history("mining", 0, user=7)
@@ -197,6 +211,21 @@ async def test_a_retried_batch_call_publishes_nothing_twice(redis_url, redis_pre
         assert [p.offset for p in other] == [4, 5, 6]
     finally:
         await broker.close()
+
+
+async def test_a_listener_with_nothing_to_hear_yet_starts_without_a_reconnect(make_broker):
+    """Before: with no raw channels and nothing wanted, the Redis listener sent a SUBSCRIBE of
+    nothing, failed, and reconnected (a RESYNC first, and subscribes waiting meanwhile)."""
+    broker = await make_broker()
+    stream = broker.listen()
+    first = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0.2)
+    await broker.subscribe_upstream("mining")
+    await broker.publish("mining", {"type": "x"})
+    item = await asyncio.wait_for(first, 3)
+    assert item is not RESYNC and item.offset == 1
+    assert getattr(broker, "reconnects", 0) == 0
+    await stream.aclose()
 
 
 @pytest.mark.integration

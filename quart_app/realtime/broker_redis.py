@@ -173,6 +173,17 @@ POOL_SIZE = 32
 
 
 class RedisBroker:
+    publish_lua = PUBLISH_LUA  # ClusterBroker and SentinelBroker run a variant (broker_ha.py)
+
+    def __new__(cls, url: str = "", *args: Any, **kwargs: Any) -> "RedisBroker":
+        # A redis+cluster:// or redis+sentinel:// URL gets its broker from here, wherever a
+        # RedisBroker is made from a URL (the engine, RedisPublisher): redis_urls.py.
+        if cls is RedisBroker:
+            from .redis_urls import broker_class
+
+            cls = broker_class(url)
+        return super().__new__(cls)
+
     def __init__(
         self,
         url: str,
@@ -204,22 +215,27 @@ class RedisBroker:
     # -- lifecycle ----------------------------------------------------------------------
     async def connect(self) -> None:
         self._closed = False
+        self._redis, self._listen_redis = self._make_clients()
+        self._script = self._redis.register_script(self.publish_lua)
+        self._batch_script = self._redis.register_script(PUBLISH_BATCH_LUA)
+        self._history_script = self._redis.register_script(HISTORY_LUA)
+        self._latest_script = self._redis.register_script(LATEST_LUA)
+
+    def _make_clients(self) -> tuple[Any, Any]:
+        """The commands client and the listener's client (SentinelBroker finds the master)."""
         # A blocking pool: a burst of subscribes waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url, max_connections=POOL_SIZE, timeout=5, socket_connect_timeout=2,
             socket_timeout=self._socket_timeout,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        self._redis = aioredis.Redis(connection_pool=pool)
+        redis = aioredis.Redis(connection_pool=pool)
         # The listener's own connection never retries behind our back: a silent reconnect would
         # resubscribe without telling us, and what was published meanwhile would be skipped.
-        self._listen_redis = aioredis.Redis.from_url(
+        listen_redis = aioredis.Redis.from_url(
             self.url, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0),
             single_connection_client=False)
-        self._script = self._redis.register_script(PUBLISH_LUA)
-        self._batch_script = self._redis.register_script(PUBLISH_BATCH_LUA)
-        self._history_script = self._redis.register_script(HISTORY_LUA)
-        self._latest_script = self._redis.register_script(LATEST_LUA)
+        return redis, listen_redis
 
     async def close(self) -> None:
         self._closed = True
@@ -247,6 +263,10 @@ class RedisBroker:
     def _key(self, kind: str, channel: str) -> str:
         return f"{self.prefix}{kind}:{channel}"
 
+    def _id_key(self, channel: str, publication_id: str | None) -> str:
+        """An idempotent publication's key (any key of the stream's slot when there is no id)."""
+        return self._key("pubid", f"{channel}:{publication_id}" if publication_id else "-")
+
     def _call(self, channel: str, data: dict, user: int | None, publication_id: str | None,
               body_hash: str, id_ttl_seconds: float, history_size: int | None,
               history_ttl_seconds: float | None) -> tuple[list, list, str, float]:
@@ -257,8 +277,7 @@ class RedisBroker:
             max(1, int(history_ttl_seconds * 1000))
         stream = stream_name(channel, user)
         now = time.time()
-        id_key = self._key("pubid", f"{channel}:{publication_id}") if publication_id else \
-            self._key("pubid", "-")
+        id_key = self._id_key(channel, publication_id)
         keys = [self._key("offset", stream), self._key("history", stream),
                 self._key("epoch", stream), id_key]
         args = [self._key("ch", channel), encode_json(channel), data_json, size, ttl_ms,
@@ -479,7 +498,11 @@ class RedisBroker:
 
     async def _open_pubsub(self):
         pubsub = self._listen_redis.pubsub()
-        await pubsub.subscribe(*self.raw_channels, *(self._key("ch", c) for c in self._wanted))
+        channels = [*self.raw_channels, *(self._key("ch", c) for c in self._wanted)]
+        if channels:
+            await pubsub.subscribe(*channels)
+        else:  # a SUBSCRIBE of nothing is an error: connect, and subscribe_upstream subscribes
+            await pubsub.connect()
         return pubsub
 
     async def listen(self) -> AsyncIterator[Publication | _Resync]:
