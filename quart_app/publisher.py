@@ -28,7 +28,7 @@ from .errors import Unprocessable
 from .publish_api import publish_body
 from .realtime import namespaces
 from .realtime.broker import Publication
-from .realtime.broker_redis import RedisBroker
+from .realtime.redis_urls import redis_broker
 from .realtime.engine import publish_many, publish_request
 from .web import KEY_CHARS, KEY_MAX
 
@@ -208,7 +208,7 @@ class RedisPublisher:
 
     def __init__(self, redis_url: str, prefix: str = "pulse:", history_size: int = 1000,
                  history_ttl_seconds: float = 600.0, namespaces_file: str | None = None) -> None:
-        self.broker = RedisBroker(redis_url, prefix, history_size, history_ttl_seconds)
+        self.broker = redis_broker(redis_url, prefix, history_size, history_ttl_seconds)
         self._connected = False
         namespaces_file = namespaces_file or os.environ.get("PULSE_NAMESPACES") or None
         if namespaces_file or not namespaces.current().namespaces:

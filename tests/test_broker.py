@@ -10,6 +10,7 @@ from quart_app.realtime.broker_memory import MemoryBroker
 from quart_app.dashboard.channels import SEED_CHANNEL_MAP
 from quart_app.realtime.broker_cluster import ClusterBroker
 from quart_app.realtime.broker_redis import RedisBroker, parse_raw_message
+from quart_app.realtime.redis_urls import redis_broker
 
 from .conftest import SEED_MAPPINGS
 
@@ -29,7 +30,7 @@ async def make_broker(request):
                    "sentinel": lambda: request.getfixturevalue("redis_sentinel").url,
                    }[request.param]()
             prefix = request.getfixturevalue("redis_prefix")
-            broker = RedisBroker(url, prefix, size, ttl)
+            broker = redis_broker(url, prefix, size, ttl)
         await broker.connect()
         made.append(broker)
         return broker

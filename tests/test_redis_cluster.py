@@ -13,7 +13,7 @@ from quart_app.realtime.auth import mint_token
 from quart_app.realtime.broker import RESYNC
 from quart_app.realtime.broker_cluster import ClusterBroker
 from quart_app.realtime.broker_ha import REWIND_GAP
-from quart_app.realtime.broker_redis import RedisBroker
+from quart_app.realtime.redis_urls import redis_broker
 
 from .conftest import API_KEY, SECRET, ws_client
 from .ha_support import (Producer, Subscriber, describe, traffic_through_a_failover, two_servers,
@@ -38,7 +38,7 @@ def shards_of(cluster, prefix: str, channels: list[str]) -> dict[str, int]:
 
 
 async def test_the_url_picks_the_cluster_broker_and_keys_share_a_slot(redis_cluster):
-    broker = RedisBroker(redis_cluster.url, "p:")
+    broker = redis_broker(redis_cluster.url, "p:")
     assert isinstance(broker, ClusterBroker)
     keys, args, _, _ = broker._call("mining", {"type": "x"}, 7, "id-1", "", 30.0, None, None)
     assert keys == ["p:offset:{mining}#7", "p:history:{mining}#7", "p:epoch:{mining}#7",
@@ -51,7 +51,7 @@ async def test_the_url_picks_the_cluster_broker_and_keys_share_a_slot(redis_clus
 async def test_a_burst_of_commands_waits_for_connections(redis_cluster):
     """redis-py's cluster pools raise when a node's connections run out; the broker queues
     its commands instead, as the single-Redis broker's blocking pool does."""
-    broker = RedisBroker(redis_cluster.url, _prefix())
+    broker = redis_broker(redis_cluster.url, _prefix())
     await broker.connect()
     try:
         channels = [f"leaderboard:burst{i}" for i in range(60)]
@@ -116,7 +116,7 @@ async def test_the_listener_resyncs_after_a_failover(redis_cluster):
     new primary starts a new epoch and jumps its offset, so a resume from before is refused."""
     prefix = _prefix()
     channel = CHANNELS[1]
-    broker = RedisBroker(redis_cluster.url, prefix)
+    broker = redis_broker(redis_cluster.url, prefix)
     await broker.connect()
     stream = broker.listen()
     try:
@@ -156,7 +156,7 @@ async def test_a_slot_moved_by_resharding_resubscribes_and_recovers(redis_cluste
     prefix = _prefix()
     channel = CHANNELS[2]
     key = f"{prefix}ch:{{{channel}}}"
-    broker = RedisBroker(redis_cluster.url, prefix)
+    broker = redis_broker(redis_cluster.url, prefix)
     await broker.connect()
     stream = broker.listen()
     try:
@@ -184,7 +184,7 @@ async def test_a_slot_moved_by_resharding_resubscribes_and_recovers(redis_cluste
 async def test_raw_channels_are_heard_whichever_node_a_producer_publishes_on(redis_cluster):
     """Seed producers PUBLISH raw JSON on pubsub:* (classic pub/sub, broadcast to every node
     of a cluster): one SUBSCRIBE connection to one node hears them from any node."""
-    broker = RedisBroker(redis_cluster.url, _prefix(),
+    broker = redis_broker(redis_cluster.url, _prefix(),
                          raw_channels={"pubsub:feed_item": "dashboard"})
     await broker.connect()
     stream = broker.listen()

@@ -10,7 +10,7 @@ import pytest
 
 from quart_app.realtime.broker import RESYNC
 from quart_app.realtime.broker_ha import REWIND_GAP
-from quart_app.realtime.broker_redis import RedisBroker
+from quart_app.realtime.redis_urls import redis_broker
 from quart_app.realtime.broker_sentinel import SentinelBroker
 
 from .ha_support import traffic_through_a_failover, two_servers
@@ -26,7 +26,7 @@ def _prefix() -> str:
 
 
 async def test_the_url_picks_the_sentinel_broker(redis_sentinel):
-    broker = RedisBroker(redis_sentinel.url, "p:")
+    broker = redis_broker(redis_sentinel.url, "p:")
     assert isinstance(broker, SentinelBroker)
     assert broker.topology.master == "pulsemaster" and broker.topology.db == 0
     await broker.connect()
@@ -43,7 +43,7 @@ async def test_the_url_picks_the_sentinel_broker(redis_sentinel):
 
 
 async def test_a_burst_of_commands_waits_for_connections(redis_sentinel):
-    broker = RedisBroker(redis_sentinel.url, _prefix())
+    broker = redis_broker(redis_sentinel.url, _prefix())
     await broker.connect()
     try:
         channels = [f"leaderboard:burst{i}" for i in range(60)]
@@ -60,7 +60,7 @@ async def test_the_listener_follows_a_failover_and_says_resync(redis_sentinel):
     resubscribes and yields RESYNC; the next publication there starts a new epoch and jumps
     its offset."""
     prefix = _prefix()
-    broker = RedisBroker(redis_sentinel.url, prefix)
+    broker = redis_broker(redis_sentinel.url, prefix)
     await broker.connect()
     stream = broker.listen()
     old_master = redis_sentinel.master_port()

@@ -54,8 +54,9 @@ def test_the_broker_class_follows_the_scheme():
     from quart_app.realtime.broker_cluster import ClusterBroker
     from quart_app.realtime.broker_redis import RedisBroker
     from quart_app.realtime.broker_sentinel import SentinelBroker
+    from quart_app.realtime.redis_urls import redis_broker
 
-    assert type(RedisBroker("redis+cluster://r1:7000")) is ClusterBroker
-    assert type(RedisBroker("redis+sentinel://s1/m")) is SentinelBroker
-    assert type(RedisBroker("redis://r1:6379/0")) is RedisBroker
-    assert type(RedisBroker(url="rediss+cluster://r1:7000", prefix="x:")) is ClusterBroker
+    assert type(redis_broker("redis+cluster://r1:7000")) is ClusterBroker
+    assert type(redis_broker("redis+sentinel://s1/m")) is SentinelBroker
+    assert type(redis_broker("redis://r1:6379/0")) is RedisBroker
+    assert type(redis_broker("rediss+cluster://r1:7000", prefix="x:")) is ClusterBroker

@@ -175,15 +175,6 @@ POOL_SIZE = 32
 class RedisBroker:
     publish_lua = PUBLISH_LUA  # ClusterBroker and SentinelBroker run a variant (broker_ha.py)
 
-    def __new__(cls, url: str = "", *args: Any, **kwargs: Any) -> "RedisBroker":
-        # A redis+cluster:// or redis+sentinel:// URL gets its broker from here, wherever a
-        # RedisBroker is made from a URL (the engine, RedisPublisher): redis_urls.py.
-        if cls is RedisBroker:
-            from .redis_urls import broker_class
-
-            cls = broker_class(url)
-        return super().__new__(cls)
-
     def __init__(
         self,
         url: str,

@@ -51,10 +51,10 @@ class Engine:
         # Raw Redis pub/sub channels -> Pulse channels, served best-effort without offsets; the
         # application fills it before start (the built-in app: seed 000's 12 channels).
         self.raw_channels: dict[str, str] = {}
-        if settings.redis_url:
-            from .broker_redis import RedisBroker
+        if settings.redis_url:  # redis://, rediss://, unix://, redis+cluster://, redis+sentinel://
+            from .redis_urls import redis_broker
 
-            self.broker = RedisBroker(
+            self.broker = redis_broker(
                 settings.redis_url, settings.redis_prefix, settings.history.size,
                 settings.history.ttl_seconds, raw_channels=self.raw_channels)
         else:

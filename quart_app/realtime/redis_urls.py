@@ -13,6 +13,7 @@ A port may be left out (6379 for a cluster node, 26379 for a sentinel). :func:`p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 CLUSTER_SCHEMES = {"redis+cluster", "rediss+cluster"}
@@ -126,3 +127,9 @@ def broker_class(url: str) -> type:
     from .broker_redis import RedisBroker
 
     return RedisBroker
+
+
+def redis_broker(url: str, *args: Any, **kwargs: Any):
+    """The broker for ``url`` (``REDIS_URL``): :func:`broker_class`'s, made with the rest of the
+    arguments (those of :class:`~quart_app.realtime.broker_redis.RedisBroker`)."""
+    return broker_class(url)(url, *args, **kwargs)
