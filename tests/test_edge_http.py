@@ -192,3 +192,33 @@ async def test_the_cookie_is_secure_behind_a_trusted_tls_proxy(settings, trust, 
             cookie = response.headers["set-cookie"]
             assert "access_token=" in cookie
             assert ("Secure" in cookie) is secure, cookie
+
+
+async def test_an_upgrade_whose_client_already_left_is_not_served(edge, token):
+    """A storm's client that gave up while queued: its request and its FIN wait together in the
+    listen queue (the server, on this test's loop, cannot accept before the test yields); no
+    101, no session, counted; a client that stays is served as before."""
+    import socket
+
+    address, svc = edge
+    host, port = address.split(":")
+    request = _upgrade(address, f"/ws?token={token(1)}")
+    sock = socket.create_connection((host, int(port)))   # blocking: the loop does not run
+    sock.sendall(request)
+    sock.shutdown(socket.SHUT_WR)
+
+    def read_all() -> bytes:
+        sock.settimeout(3)
+        chunks = []
+        try:
+            while chunk := sock.recv(4096):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+    answer = await asyncio.to_thread(read_all)
+    sock.close()
+    assert b"101" not in answer
+    assert svc.metrics.abandoned == 1 and svc.hub.connection_count == 0
+    assert (await _exchange(address, request)).startswith(b"HTTP/1.1 101")

@@ -309,12 +309,22 @@ async def _take(svc, original, app, loop, config, context, state, reader, writer
         svc.metrics.head_timeouts += 1
         writer.close()
         return False
+    if request.path == "/ws":
+        await asyncio.sleep(0)  # a FIN that came with the upgrade is read by now (see below)
     pending = head.pending
     buffer = getattr(reader, "_buffer", None)  # read by the stream, not yet by us
     if buffer:
         pending += bytes(buffer)
         head.received += buffer
         buffer.clear()
+    if reader.at_eof() and request.method == "GET" and request.path == "/ws":
+        # The client sent its upgrade and left (a reconnect storm's client that timed out while
+        # it waited in the listen queue; a WebSocket ends at its client's FIN anyway):
+        # upgrading, authenticating and subscribing it would only spend the CPU the clients
+        # still waiting need (docs/scaling.md).
+        svc.metrics.abandoned += 1
+        transport.abort()
+        return False
     refusal = svc.origins.refuses(request.headers, websocket="upgrade" in request.headers)
     if refusal is not None and request.path in ("/ws", "/sse"):
         svc.metrics.origin_refusals += 1

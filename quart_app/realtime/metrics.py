@@ -64,7 +64,10 @@ class Metrics:
         "auth_failures": "Connections refused for a missing, invalid or expired token",
         "ingested_events": "Events accepted by POST /api/events",
         "poll_requests": "GET /history requests (the polling transport)",
-        "connections_refused": "Connections refused at the connection cap (503)",
+        "connections_refused": "Connections refused (503) at the connection cap or while "
+                               "shutting down",
+        "abandoned": "WebSocket upgrades whose client had already left (FIN) when the "
+                     "request was read: not served",
         "head_timeouts": "Connections closed before sending a request head in time",
         "origin_refusals": "Requests refused for their Origin (403)",
         "edge_fallbacks": "1 when the direct endpoints could not be installed (Quart serves all)",
