@@ -43,10 +43,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from . import redis_urls
-from .broker import RESYNC, History, Publication, _Resync
+from .broker import RESYNC, Publication, _Resync
 from .broker_ha import WriterEpochs, failover_lua
-from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, HISTORY_LUA, LATEST_LUA, POOL_SIZE,
-                           RECONNECT_MIN_SECONDS, RedisBroker, parse_raw_message)
+from .broker_redis import (CONFIRM_TIMEOUT_SECONDS, POOL_SIZE, RECONNECT_MIN_SECONDS,
+                           RedisBroker, parse_raw_message)
 
 log = logging.getLogger("pulse.broker")
 
@@ -167,18 +167,6 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         except RedisClusterException as exc:   # e.g. a slot no node serves, mid-failover
             raise _unavailable(exc) from exc
 
-    async def history(self, *args: Any, **kwargs: Any) -> History:
-        try:
-            return await super().history(*args, **kwargs)
-        except RedisClusterException as exc:
-            raise _unavailable(exc) from exc
-
-    async def latest(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
-        try:
-            return await super().latest(*args, **kwargs)
-        except RedisClusterException as exc:
-            raise _unavailable(exc) from exc
-
     async def ping(self) -> None:
         try:
             await self._initialize()
@@ -186,85 +174,29 @@ class ClusterBroker(WriterEpochs, RedisBroker):
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
 
-    # -- publishing many: one pipeline, grouped per node by redis-py --------------------------
-    async def _publish_pipelined(self, requests: list[dict]) -> list[Publication]:
-        """Several publishes as one cluster pipeline (``publish_many``, broker_ha.py): redis-py
-        sends each node its commands in one round trip, in order (a channel stays on one node,
-        so its publications keep their order). EVAL with the script's text, not EVALSHA: a
-        replica promoted in a failover has no script cache, and a NOSCRIPT inside a pipeline
-        would have to be retried out of order."""
-        calls = []
-        pipe = self.redis.pipeline()
-        for request in requests:
-            keys, args, data_json, now = self._call(
-                request["channel"], request["data"], request.get("user"),
-                request.get("publication_id"), request.get("body_hash", ""),
-                request.get("id_ttl_seconds", 600.0), request.get("history_size"),
-                request.get("history_ttl_seconds"))
-            pipe.eval(self.publish_lua, len(keys), *keys, *args)
-            calls.append((request, data_json, now))
+    # -- pipelines (publish_many, broker_ha.py, and the reads of one loop iteration) ------------
+    # One cluster pipeline: redis-py sends each node its commands in one round trip, in order (a
+    # channel stays on one node, so its publications keep their order). EVAL with the script's
+    # text, not EVALSHA: a replica promoted in a failover has no script cache, and a NOSCRIPT
+    # inside a pipeline would have to be retried out of order.
+    def _pipeline(self) -> Any:
+        return self.redis.pipeline()
+
+    async def _queue_script(self, pipe: Any, script: Any, keys: list, args: list) -> None:
+        pipe.eval(script.script, len(keys), *keys, *args)
+
+    async def _execute(self, pipe: Any) -> list:
         try:
             await self._initialize()
             async with self._commands:
-                replies = await pipe.execute()
+                return await pipe.execute()
         except RedisClusterException as exc:
             raise _unavailable(exc) from exc
-        return [self._result(r["channel"], r["data"], r.get("user"), data_json, now, reply)
-                for (r, data_json, now), reply in zip(calls, replies)]
 
-    # -- reads: those of one loop iteration as one cluster pipeline ---------------------------
-    async def _read_together(self, reads: list[tuple[tuple, asyncio.Future]]) -> None:
-        """:meth:`RedisBroker._read_together` for a cluster: a latest read per stream (its two
-        keys are in its channel's slot; the single-Redis script reads every stream at once,
-        across slots) and one history read per stream from the oldest ``since`` asked, as EVALs
-        of one cluster pipeline (redis-py sends each node its part in one round trip)."""
-        latest: list[str] = []
-        histories: dict[str, list] = {}                # stream -> [oldest since, size, user, n]
-        for (kind, stream, user, since, held), _future in reads:
-            if kind == "latest":
-                if stream not in latest:
-                    latest.append(stream)
-            else:
-                group = histories.get(stream)
-                if group is None:
-                    histories[stream] = [since, held, user, 1]
-                else:
-                    group[0] = min(group[0], since)
-                    group[3] += 1
-        self.read_trips += 1
-        try:
-            pipe = self.redis.pipeline()
-            for stream in latest:
-                pipe.eval(LATEST_LUA, 2, self._key("offset", stream), self._key("epoch", stream))
-            for stream, (since, held, _user, n) in histories.items():
-                pipe.eval(HISTORY_LUA, 3, self._key("offset", stream),
-                          self._key("history", stream), self._key("epoch", stream),
-                          since, held, 1 if n > 1 else 0)
-            await self._initialize()
-            async with self._commands:
-                replies = await pipe.execute()
-        except BaseException as exc:
-            failure = _unavailable(exc) if isinstance(exc, RedisClusterException) else exc
-            for _read, future in reads:
-                if not future.done():
-                    future.set_exception(failure)
-                    future.exception()  # retrieved: a cancelled reader is not an error
-            if not isinstance(exc, Exception):
-                raise
-            return
-        found_latest = dict(zip(latest, replies[:len(latest)]))
-        found = {stream: self._parse_history(stream.partition("#")[0], user, reply)
-                 for (stream, (_since, _held, user, _n)), reply
-                 in zip(histories.items(), replies[len(latest):])}
-        for (kind, stream, _user, _since, _held), future in reads:
-            if future.done():
-                continue
-            if kind == "latest":
-                offset, epoch = found_latest[stream]
-                future.set_result((int(offset),
-                                   epoch.decode() if isinstance(epoch, bytes) else str(epoch)))
-            else:
-                future.set_result(found[stream])
+    def _latest_groups(self, streams: list[str]) -> list[list[str]]:
+        """One latest read per stream: a stream's two keys are in its channel's slot, and one
+        script call may not read across slots."""
+        return [[stream] for stream in streams]
 
     # -- upstream subscriptions ---------------------------------------------------------------
     async def subscribe_upstream(self, channel: str) -> None:

@@ -124,7 +124,11 @@ for i, p in ipairs(pubs) do
   offset = offset + 1
   last[n] = offset
   local frame = '{"channel":' .. p[3] .. ',"data":' .. p[4] .. ',"offset":' .. offset
-  if p[7] == '1' then frame = frame .. ',"user_offset":' .. offset .. '}' else frame = frame .. '}' end
+  if p[7] == '1' then
+    frame = frame .. ',"user_offset":' .. offset .. '}'
+  else
+    frame = frame .. '}'
+  end
   redis.call('XADD', KEYS[k + 2], 'MAXLEN', p[5], '*', 'o', offset, 'f', frame)
   left[n] = left[n] - 1
   if left[n] == 0 then  -- the stream's last publication in this batch: trim by age once
@@ -343,18 +347,33 @@ class RedisBroker:
 
     async def _publish_pipelined(self, requests: list[dict]) -> list[Publication]:
         calls = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for request in requests:
-                keys, args, data_json, now = self._call(
-                    request["channel"], request["data"], request.get("user"),
-                    request.get("publication_id"), request.get("body_hash", ""),
-                    request.get("id_ttl_seconds", 600.0), request.get("history_size"),
-                    request.get("history_ttl_seconds"))
-                await self._script(keys=keys, args=args, client=pipe)
-                calls.append((request, data_json, now))
-            replies = await pipe.execute()
+        pipe = self._pipeline()
+        for request in requests:
+            keys, args, data_json, now = self._call(
+                request["channel"], request["data"], request.get("user"),
+                request.get("publication_id"), request.get("body_hash", ""),
+                request.get("id_ttl_seconds", 600.0), request.get("history_size"),
+                request.get("history_ttl_seconds"))
+            await self._queue_script(pipe, self._script, keys, args)
+            calls.append((request, data_json, now))
+        replies = await self._execute(pipe)
         return [self._result(r["channel"], r["data"], r.get("user"), data_json, now, reply)
                 for (r, data_json, now), reply in zip(calls, replies)]
+
+    # -- pipelines: what ClusterBroker changes (its pipeline, EVAL by text, its failures) --------
+    def _pipeline(self) -> Any:
+        return self.redis.pipeline(transaction=False)
+
+    async def _queue_script(self, pipe: Any, script: Any, keys: list, args: list) -> None:
+        """Queue a registered script on ``pipe`` (EVALSHA, loading it if Redis lacks it)."""
+        await script(keys=keys, args=args, client=pipe)
+
+    async def _execute(self, pipe: Any) -> list:
+        return await pipe.execute()  # the pipeline resets itself, whatever happens
+
+    def _latest_groups(self, streams: list[str]) -> list[list[str]]:
+        """The streams whose latest offsets one script call reads: all of them, on one Redis."""
+        return [streams] if streams else []
 
     def _held(self, channel: str) -> int:
         """How many publications the channel's history keeps (its namespace, or the default)."""
@@ -395,11 +414,11 @@ class RedisBroker:
         task.add_done_callback(self._reading.discard)
 
     async def _read_together(self, reads: list[tuple[tuple, asyncio.Future]]) -> None:
-        latest: dict[str, int] = {}                    # stream -> its index in the reply
+        latest: dict[str, None] = {}                   # the streams asked, in order
         histories: dict[str, list] = {}                # stream -> [oldest since, size, user, n]
         for (kind, stream, user, since, held), _future in reads:
             if kind == "latest":
-                latest.setdefault(stream, len(latest))
+                latest[stream] = None
             else:
                 group = histories.get(stream)
                 if group is None:
@@ -409,16 +428,7 @@ class RedisBroker:
                     group[3] += 1
         self.read_trips += 1
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                if latest:
-                    await self._latest_script(keys=[key for stream in latest for key in (
-                        self._key("offset", stream), self._key("epoch", stream))], client=pipe)
-                for stream, (since, held, _user, n) in histories.items():
-                    await self._history_script(
-                        keys=[self._key("offset", stream), self._key("history", stream),
-                              self._key("epoch", stream)],
-                        args=[since, held, 1 if n > 1 else 0], client=pipe)
-                replies = await pipe.execute()
+            found_latest, found_histories = await self._run_reads(list(latest), histories)
         except BaseException as exc:
             for _read, future in reads:
                 if not future.done():
@@ -427,20 +437,39 @@ class RedisBroker:
             if not isinstance(exc, Exception):
                 raise
             return
-        replies = iter(replies)
-        found_latest = next(replies) if latest else []
-        found = {stream: self._parse_history(stream.partition("#")[0], user, next(replies))
-                 for stream, (_since, _held, user, _n) in histories.items()}
+        latest_of = dict(zip(latest, found_latest))
+        found = {stream: self._parse_history(stream.partition("#")[0], user, reply)
+                 for (stream, (_since, _held, user, _n)), reply
+                 in zip(histories.items(), found_histories)}
         for (kind, stream, _user, _since, _held), future in reads:
             if future.done():
                 continue
             if kind == "latest":
-                at = 2 * latest[stream]
-                epoch = found_latest[at + 1]
-                future.set_result((int(found_latest[at]),
+                offset, epoch = latest_of[stream]
+                future.set_result((int(offset),
                                    epoch.decode() if isinstance(epoch, bytes) else str(epoch)))
             else:
                 future.set_result(found[stream])
+
+    async def _run_reads(self, latest: list[str], histories: dict[str, list]
+                         ) -> tuple[list[tuple[Any, Any]], list]:
+        """One pipeline: the latest offset and epoch of each of ``latest`` (as few script calls
+        as :meth:`_latest_groups` allows), then one history read per stream of ``histories``
+        from its oldest ``since`` (the newest ``size`` entries when several share it). Returns
+        ``([(offset, epoch) per latest stream], [history reply per stream])``."""
+        pipe = self._pipeline()
+        groups = self._latest_groups(latest)
+        for group in groups:
+            keys = [key for stream in group
+                    for key in (self._key("offset", stream), self._key("epoch", stream))]
+            await self._queue_script(pipe, self._latest_script, keys, [])
+        for stream, (since, held, _user, n) in histories.items():
+            await self._queue_script(pipe, self._history_script,
+                              [self._key("offset", stream), self._key("history", stream),
+                               self._key("epoch", stream)], [since, held, 1 if n > 1 else 0])
+        replies = await self._execute(pipe)
+        flat = [value for reply in replies[:len(groups)] for value in reply]
+        return list(zip(flat[::2], flat[1::2])), replies[len(groups):]
 
     @staticmethod
     def _parse_history(channel: str, user: int | None, reply: list) -> tuple[int, list, str]:
