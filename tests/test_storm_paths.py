@@ -101,3 +101,24 @@ async def test_stats_missed_together_are_computed_by_one_query(app):
         assert got == await stats.compute_stats(svc.db, user)
     assert (found[2]["shares_today"], found[6]["shares_today"], found[0]["shares_today"]) == \
         (3, 7, 0)
+
+
+async def test_a_batch_that_fails_fails_every_ask_it_left_unanswered():
+    """The mechanism under the three above: asks of one iteration run together, in parts of
+    ``most``; a part that raises gives its unanswered asks the error, and only those."""
+    from quart_app.realtime.batching import IterationBatch
+
+    runs = []
+
+    async def run(asked):
+        runs.append([item for item, _future in asked])
+        for item, future in asked:
+            if item == 2:
+                raise ValueError("no 2")
+            future.set_result(item * 10)
+
+    batch = IterationBatch(run, most=3)
+    answers = await asyncio.gather(*(batch.ask(i) for i in range(6)), return_exceptions=True)
+    assert runs == [[0, 1, 2], [3, 4, 5]]
+    assert answers[:2] == [0, 10] and answers[3:] == [30, 40, 50]
+    assert isinstance(answers[2], ValueError)

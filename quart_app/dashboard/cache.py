@@ -1,13 +1,14 @@
 """A small TTL cache for JSON values: Redis in production, a dict in embedded mode."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from ..realtime.batching import Asked, IterationBatch
 
 
 class Cache(Protocol):
@@ -56,30 +57,17 @@ class RedisCache:
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._asked: list[tuple[list[str], asyncio.Future]] = []
-        self._setting: list[tuple[str, str, int]] = []
-        self._setters: list[asyncio.Future] = []
-        self._reading: set[asyncio.Task] = set()
+        self._gets = IterationBatch(self._mget)
+        self._sets = IterationBatch(self._set_all)
 
     async def get(self, key: str) -> Any | None:
         return (await self.get_many([key]))[0]
 
     async def get_many(self, keys: list[str]) -> list[Any | None]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._asked:
-            loop.call_soon(self._flush)
-        self._asked.append(([self._prefix + key for key in keys], future))
-        raws = await future
+        raws = await self._gets.ask([self._prefix + key for key in keys])
         return [None if raw is None else json.loads(raw) for raw in raws]
 
-    def _flush(self) -> None:
-        asked, self._asked = self._asked, []
-        task = asyncio.get_running_loop().create_task(self._mget(asked))
-        self._reading.add(task)
-        task.add_done_callback(self._reading.discard)
-
-    async def _mget(self, asked: list[tuple[list[str], asyncio.Future]]) -> None:
+    async def _mget(self, asked: Asked) -> None:
         keys = list(dict.fromkeys(key for wanted, _future in asked for key in wanted))
         # A Redis Cluster client splits the keys by slot (a plain MGET must stay in one slot).
         mget = getattr(self._redis, "mget_nonatomic", None) or self._redis.mget
@@ -87,10 +75,6 @@ class RedisCache:
             found = dict(zip(keys, await mget(keys)))
         except (RedisError, OSError):
             found = {}
-        except BaseException:
-            for _wanted, future in asked:
-                future.cancel()
-            raise
         for wanted, future in asked:
             if not future.done():
                 future.set_result([found.get(key) for key in wanted])
@@ -98,38 +82,18 @@ class RedisCache:
     async def set(self, key: str, value: Any, ttl_seconds: float) -> None:
         if ttl_seconds <= 0:
             return
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._setting:
-            loop.call_soon(self._flush_sets)
-        self._setting.append((self._prefix + key, json.dumps(value),
+        await self._sets.ask((self._prefix + key, json.dumps(value),
                               max(1, int(ttl_seconds * 1000))))
-        self._setters.append(future)
-        await future
 
-    def _flush_sets(self) -> None:
-        setting, self._setting = self._setting, []
-        setters, self._setters = self._setters, []
-        task = asyncio.get_running_loop().create_task(self._set_all(setting, setters))
-        self._reading.add(task)
-        task.add_done_callback(self._reading.discard)
-
-    async def _set_all(self, setting: list[tuple[str, str, int]],
-                       setters: list[asyncio.Future]) -> None:
+    async def _set_all(self, asked: Asked) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for key, value, px in setting:
+                for (key, value, px), _future in asked:
                     pipe.set(key, value, px=px)
                 await pipe.execute()
         except (RedisError, OSError):
             pass  # a cache that cannot be written is a cache that misses
         finally:
-            for future in setters:
+            for _item, future in asked:
                 if not future.done():
                     future.set_result(None)
-
-    async def delete(self, key: str) -> None:
-        try:
-            await self._redis.delete(self._prefix + key)
-        except (RedisError, OSError):
-            pass

@@ -6,13 +6,13 @@ and :class:`StatsPusher` then publishes a fresh ``stats_update`` to them on ``da
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
 from datetime import date, datetime, timedelta
 from typing import Any, NamedTuple
 
+from ..realtime.batching import Asked, IterationBatch
 from .db_values import as_utc, db_date, db_json, db_time, iso, utcnow
 from .events import Event, Outcome
 from .gamification import level_start, level_title
@@ -86,50 +86,24 @@ def _stats_of(row: dict) -> dict:
 
 
 class StatsBatch:
-    """Stats computed for the users asked in one event-loop iteration by one query: 10,000
-    dashboards reconnecting at once (a deploy) need their snapshots in a few hundred queries,
-    not 10,000. A failed query fails every caller of that batch."""
+    """Stats computed for the users asked in one event-loop iteration by one query (up to
+    :data:`MAX_USERS` asks each): 10,000 dashboards reconnecting at once (a deploy) need their
+    snapshots in a few hundred queries, not 10,000. A failed query fails every caller of it."""
 
     MAX_USERS = 500
 
     def __init__(self, db) -> None:
         self.db = db
-        self._asked: dict[int, list[asyncio.Future]] = {}
-        self._running: set[asyncio.Task] = set()
+        self._batch = IterationBatch(self._run, most=self.MAX_USERS)
 
     async def compute(self, user_id: int) -> dict:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._asked:
-            loop.call_soon(self._flush)
-        self._asked.setdefault(user_id, []).append(future)
-        return await future
+        return await self._batch.ask(user_id)
 
-    def _flush(self) -> None:
-        asked, self._asked = self._asked, {}
-        users = list(asked)
-        for start in range(0, len(users), self.MAX_USERS):
-            part = {user: asked[user] for user in users[start:start + self.MAX_USERS]}
-            task = asyncio.get_running_loop().create_task(self._run(part))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _run(self, asked: dict[int, list[asyncio.Future]]) -> None:
-        try:
-            found = await compute_stats_many(self.db, list(asked))
-        except BaseException as exc:
-            for futures in asked.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-                        future.exception()  # retrieved: a caller that went away is no error
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for user, futures in asked.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(found[user])
+    async def _run(self, asked: Asked) -> None:
+        found = await compute_stats_many(self.db, [user for user, _future in asked])
+        for user, future in asked:
+            if not future.done():
+                future.set_result(found[user])
 
 
 def stats_batch(svc) -> StatsBatch:

@@ -41,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .batching import IterationBatch
 from .broker import (RESYNC, History, Publication, _Resync, encode_json, history_result,
                      publication_frame, stream_name)
 
@@ -201,8 +202,7 @@ class RedisBroker:
         self._wanted: set[str] = set()
         self._confirm: dict[str, asyncio.Future] = {}
         self._closed = False
-        self._reads: list[tuple[tuple, asyncio.Future]] = []   # waiting for the next flush
-        self._reading: set[asyncio.Task] = set()
+        self._reads = IterationBatch(self._read_together)
         self.read_trips = 0  # pipelines of reads sent (tests, bench)
         self._ready = asyncio.Event()  # the listener is connected and reading
         self.reconnects = 0
@@ -387,31 +387,17 @@ class RedisBroker:
     # the oldest `since` asked, shared by every resume of that stream. A reconnect storm of
     # 10,000 clients then costs a few round trips per loop iteration, not two per client.
     async def latest(self, channel: str, *, user: int | None = None) -> tuple[int, str]:
-        return await self._enqueue(("latest", stream_name(channel, user), user, 0, 0))
+        return await self._reads.ask(("latest", stream_name(channel, user), user, 0, 0))
 
     async def latest_offset(self, channel: str) -> int:
         return (await self.latest(channel))[0]
 
     async def history(self, channel: str, since: int, *, user: int | None = None,
                       epoch: str | None = None) -> History:
-        latest, publications, current = await self._enqueue(
+        latest, publications, current = await self._reads.ask(
             ("history", stream_name(channel, user), user, since, self._held(channel)))
         start = bisect.bisect_right(publications, since, key=_offset_of)
         return history_result(publications[start:], latest, since, current, epoch)
-
-    def _enqueue(self, read: tuple) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        if not self._reads:
-            loop.call_soon(self._flush_reads)
-        self._reads.append((read, future))
-        return future
-
-    def _flush_reads(self) -> None:
-        reads, self._reads = self._reads, []
-        task = asyncio.get_running_loop().create_task(self._read_together(reads))
-        self._reading.add(task)
-        task.add_done_callback(self._reading.discard)
 
     async def _read_together(self, reads: list[tuple[tuple, asyncio.Future]]) -> None:
         latest: dict[str, None] = {}                   # the streams asked, in order
@@ -427,16 +413,7 @@ class RedisBroker:
                     group[0] = min(group[0], since)
                     group[3] += 1
         self.read_trips += 1
-        try:
-            found_latest, found_histories = await self._run_reads(list(latest), histories)
-        except BaseException as exc:
-            for _read, future in reads:
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # retrieved: a cancelled reader is not an error
-            if not isinstance(exc, Exception):
-                raise
-            return
+        found_latest, found_histories = await self._run_reads(list(latest), histories)
         latest_of = dict(zip(latest, found_latest))
         found = {stream: self._parse_history(stream.partition("#")[0], user, reply)
                  for (stream, (_since, _held, user, _n)), reply
