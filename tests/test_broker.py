@@ -214,6 +214,37 @@ async def test_a_retried_batch_call_publishes_nothing_twice(redis_url, redis_pre
         await broker.close()
 
 
+@pytest.mark.integration
+async def test_pipelines_run_scripts_redis_forgot_once_and_ask_nothing_first(redis_url,
+                                                                            redis_prefix):
+    """Batched reads and pipelined publishes send EVALSHA alone (no SCRIPT EXISTS before each
+    pipeline); after SCRIPT FLUSH (a restarted Redis) the calls answered NOSCRIPT, which did
+    not run, are sent again once the scripts are loaded: each publication exactly once."""
+    broker = RedisBroker(redis_url, redis_prefix)
+    await broker.connect()
+    try:
+        await broker.publish("mining", {"type": "a"})
+        await broker.redis.script_flush()
+        requests = [{"channel": "mining", "data": {"type": "b", "i": i},
+                     "publication_id": f"id{i}"} for i in range(3)]
+        published = await broker.publish_many(requests)
+        assert [p.offset for p in published] == [2, 3, 4]
+        await broker.redis.script_flush()
+        history, latest = await asyncio.gather(broker.history("mining", 1),
+                                               broker.latest("mining"))
+        assert [p.offset for p in history.publications] == [2, 3, 4]
+        assert latest[0] == 4 and history.complete
+        before = int((await broker.redis.info("commandstats")).get(
+            "cmdstat_script|exists", {}).get("calls", 0))
+        await asyncio.gather(*(broker.latest("mining") for _ in range(5)),
+                             broker.history("mining", 2))
+        after = int((await broker.redis.info("commandstats")).get(
+            "cmdstat_script|exists", {}).get("calls", 0))
+        assert after == before
+    finally:
+        await broker.close()
+
+
 async def test_a_listener_with_nothing_to_hear_yet_starts_without_a_reconnect(make_broker):
     """Before: with no raw channels and nothing wanted, the Redis listener sent a SUBSCRIBE of
     nothing, failed, and reconnected (a RESYNC first, and subscribes waiting meanwhile)."""

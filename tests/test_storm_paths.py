@@ -122,3 +122,35 @@ async def test_a_batch_that_fails_fails_every_ask_it_left_unanswered():
     assert runs == [[0, 1, 2], [3, 4, 5]]
     assert answers[:2] == [0, 10] and answers[3:] == [30, 40, 50]
     assert isinstance(answers[2], ValueError)
+
+
+async def test_asks_made_while_a_batch_is_in_flight_go_together_after_it():
+    """Batches form by themselves: with one run in flight (``depth=1``), the asks of the next
+    loop iterations wait and go as one batch when it returns; idle, an ask goes at once."""
+    from quart_app.realtime.batching import IterationBatch
+
+    runs = []
+    release = asyncio.Event()
+
+    async def run(asked):
+        runs.append([item for item, _future in asked])
+        if len(runs) == 1:
+            await release.wait()
+        for item, future in asked:
+            future.set_result(-item)
+
+    batch = IterationBatch(run)
+    first = batch.ask(0)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert runs == [[0]]  # went at once
+    later = []
+    for i in range(1, 6):  # five loop iterations while the first batch is in flight
+        later.append(batch.ask(i))
+        await asyncio.sleep(0)
+    assert runs == [[0]]
+    release.set()
+    assert await asyncio.gather(first, *later) == [0, -1, -2, -3, -4, -5]
+    assert runs == [[0], [1, 2, 3, 4, 5]]
+    assert await batch.ask(9) == -9  # idle again: alone
+    assert runs[-1] == [9]

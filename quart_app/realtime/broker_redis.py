@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .batching import IterationBatch
@@ -215,6 +215,8 @@ class RedisBroker:
         self._batch_script = self._redis.register_script(PUBLISH_BATCH_LUA)
         self._history_script = self._redis.register_script(HISTORY_LUA)
         self._latest_script = self._redis.register_script(LATEST_LUA)
+        self._scripts = (self._script, self._batch_script, self._history_script,
+                         self._latest_script)
 
     def _make_clients(self) -> tuple[Any, Any]:
         """The commands client and the listener's client (SentinelBroker finds the master)."""
@@ -365,11 +367,31 @@ class RedisBroker:
         return self.redis.pipeline(transaction=False)
 
     async def _queue_script(self, pipe: Any, script: Any, keys: list, args: list) -> None:
-        """Queue a registered script on ``pipe`` (EVALSHA, loading it if Redis lacks it)."""
-        await script(keys=keys, args=args, client=pipe)
+        """Queue a registered script on ``pipe`` as a plain EVALSHA. (redis-py's own way, the
+        script called with the pipeline, asks SCRIPT EXISTS before every pipeline: one more
+        round trip per batch.) A script Redis lacks answers NOSCRIPT without running; then
+        :meth:`_execute` loads it and sends those calls again."""
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
 
     async def _execute(self, pipe: Any) -> list:
-        return await pipe.execute()  # the pipeline resets itself, whatever happens
+        """Run ``pipe``; raise its first error, as ``pipe.execute()`` would."""
+        stack = list(pipe.command_stack)
+        replies = await pipe.execute(raise_on_error=False)  # the pipeline resets itself
+        again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if again:  # Redis restarted or flushed its scripts: none of these ran
+            known = {script.sha: script for script in self._scripts}
+            for sha in {stack[i][0][1] for i in again}:
+                if sha in known:
+                    await self.redis.script_load(known[sha].script)
+            retry = self._pipeline()
+            for i in again:
+                retry.execute_command(*stack[i][0], **stack[i][1])
+            for i, reply in zip(again, await retry.execute(raise_on_error=False)):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
     def _latest_groups(self, streams: list[str]) -> list[list[str]]:
         """The streams whose latest offsets one script call reads: all of them, on one Redis."""
