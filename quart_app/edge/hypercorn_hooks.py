@@ -14,7 +14,9 @@
    Hypercorn's; a well-formed ``/ws`` upgrade or ``/sse`` request is served by
    :mod:`quart_app.edge.routing` with no task, queue or ASGI machinery per connection (hook 2 then
    only serves ``/ws`` requests that reach Quart: with ``PULSE_WS_DEFLATE=true``, or a second
-   request on a kept-alive socket).
+   request on a kept-alive socket). The worker's ``asyncio.start_server`` is
+   :func:`~quart_app.edge.routing.start_server`: a ``/ws`` upgrade is answered from the
+   connection's first bytes, before any stream pair or task is made for it.
 
 All are applied by :func:`install`, idempotently, after checking that every Hypercorn internal
 they replace is there with the signature they expect; if one is not (a Hypercorn upgrade), none
@@ -25,8 +27,10 @@ server, the Quart test client) the service writes with ``websocket.send`` from a
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import types
 from typing import Any
 
 log = logging.getLogger("pulse.edge")
@@ -68,7 +72,22 @@ _EXPECTED = {
     ("hypercorn.protocol.ws_stream", "WSStream._handle_events"): ("self",),
 }
 _NAMES = (("hypercorn.asyncio.run", "TCPServer"), ("hypercorn.protocol.events", "StreamClosed"),
-          ("hypercorn.protocol.ws_stream", "FrameTooLargeError"))
+          ("hypercorn.protocol.ws_stream", "FrameTooLargeError"),
+          ("hypercorn.asyncio.run", "asyncio"))
+
+
+class _HypercornAsyncio(types.ModuleType):
+    """``asyncio`` as ``hypercorn.asyncio.run`` sees it once patched: the module itself, but
+    for ``start_server`` (routing.start_server)."""
+
+    def __init__(self) -> None:
+        super().__init__("asyncio")
+        from .routing import start_server
+
+        self.start_server = start_server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
 
 status: dict[str, Any] = {"installed": False, "problem": None}
 
@@ -88,6 +107,12 @@ def _check() -> str | None:
                 return f"{module_name}.{path}: expected parameters {params}, found {found}"
         for module_name, name in _NAMES:
             getattr(importlib.import_module(module_name), name)
+        from hypercorn.asyncio import run
+
+        source = inspect.getsource(run.worker_serve)
+        if "asyncio.start_server(" not in source or "TCPServer(app, loop, config" not in source:
+            return "hypercorn.asyncio.run.worker_serve no longer starts its servers with " \
+                "asyncio.start_server and a callback holding app and config"
     except (ImportError, AttributeError, TypeError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -123,6 +148,7 @@ def _patch() -> None:
     from .routing import wrap_tcp_server
 
     run.TCPServer = wrap_tcp_server(run.TCPServer)  # type: ignore[attr-defined]
+    run.asyncio = _HypercornAsyncio()  # type: ignore[attr-defined]
 
     original_accept = ws_stream.Handshake.accept
     original_stream_accept = ws_stream.WSStream._accept

@@ -22,8 +22,10 @@ request on a kept-alive connection is Hypercorn's (and Quart's) to serve.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import time
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
@@ -178,13 +180,24 @@ class _Detached:
 _DETACHED = _Detached()
 
 
+_date: list = [0, b""]
+
+
+def http_date() -> bytes:
+    """The Date header's value, formatted once a second (a storm answers thousands a second)."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
+    return _date[1]
+
+
 def refuse(transport: Any, status: int, reason: str, detail: str,
            headers: tuple[tuple[str, str], ...] = ()) -> None:
     """Answer a request Pulse took with a JSON error, then close the connection."""
     body = json.dumps({"detail": detail}).encode()
     head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json",
             f"content-length: {len(body)}", "connection: close",
-            f"date: {formatdate(usegmt=True)}", *(f"{k}: {v}" for k, v in headers)]
+            f"date: {http_date().decode()}", *(f"{k}: {v}" for k, v in headers)]
     transport.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
     transport.close()
 
@@ -194,6 +207,177 @@ def _services_of(app: Any) -> Any:
     quart = getattr(app, "app", app)
     extensions = getattr(quart, "extensions", None)
     return extensions.get("pulse") if isinstance(extensions, dict) else None
+
+
+# -- the first bytes of every connection ---------------------------------------------------------
+async def start_server(client_connected_cb: Any, *args: Any, **kwargs: Any) -> Any:
+    """``asyncio.start_server`` as Hypercorn's worker sees it (hypercorn_hooks.py): each new
+    connection starts as a :class:`FirstRequest`, which serves a well-formed WebSocket
+    upgrade itself and gives anything else to Hypercorn's stream pair and task, unchanged.
+    Another app than Pulse gets the plain ``asyncio.start_server``."""
+    import inspect
+
+    found = inspect.getclosurevars(client_connected_cb).nonlocals
+    svc = _services_of(found.get("app"))
+    config = found.get("config")
+    if svc is None or config is None:
+        return await asyncio.start_server(client_connected_cb, *args, **kwargs)
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: FirstRequest(svc, config, client_connected_cb, loop), *args, **kwargs)
+
+
+class FirstRequest(asyncio.Protocol):
+    """A new connection until its first request head is read: with no task, stream pair or
+    queue, the common case of a reconnect storm (a ``GET /ws`` upgrade that is well formed,
+    from an allowed Origin, whose client is still there) is answered here and the socket given
+    to a :class:`~quart_app.edge.ws_direct.DirectWebSocket`. Anything else (HTTP, ``/sse``, a
+    malformed or refused upgrade, a server at its connection cap or stopping) goes, with the
+    bytes read so far, to the stream pair and task Hypercorn's ``start_server`` would have
+    made, and on through :func:`_route`, which answers it as before."""
+
+    __slots__ = ("svc", "config", "cb", "loop", "transport", "head", "request", "extra",
+                 "eof", "closed", "timer", "started")
+
+    def __init__(self, svc: Any, config: Any, cb: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.svc, self.config, self.cb, self.loop = svc, config, cb, loop
+        self.transport: Any = None
+        self.head: HeadReader | None = None
+        self.request: Head | None = None
+        self.extra = b""
+        self.eof = self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        svc = self.svc
+        if svc.settings.ws_deflate or svc.shutting_down or (
+                svc.sockets_open >= connection_cap(svc)):
+            self._to_streams()  # _route answers these (or Quart serves /ws with deflate)
+            return
+        self.started = self.loop.time()
+        self.head = HeadReader()
+        svc.edge_pending.add(self)
+        svc.sockets_open += 1  # counted until _done (the direct endpoint's from then on)
+        self.timer = self.loop.call_later(svc.settings.edge.head_timeout_seconds,
+                                          self._head_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.request is not None:  # the head is read; the upgrade is answered next turn
+            self.extra += data
+            return
+        try:
+            request = self.head.feed(data)  # type: ignore[union-attr]
+        except HeadError:
+            self._to_streams()
+            return
+        if request is None:
+            return
+        if request.method == "GET" and request.path == "/ws" and upgrade_key(request):
+            # Two loop turns first (the socket is polled in between): a FIN that came with the
+            # upgrade (a client that gave up while it waited in the listen queue) is read by
+            # then, and _route counts it.
+            self.request = request
+            self.loop.call_soon(self.loop.call_soon, self._upgrade)
+        else:
+            self._to_streams()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        if self.request is None:
+            return self._to_streams()
+        return True  # decided in _upgrade, which hands the connection on
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._done()
+
+    def close(self) -> None:
+        """The server stops: a connection that has not sent its request yet is closed."""
+        self._done()
+        if not self.closed:
+            self.transport.abort()
+
+    def _done(self, keep_count: bool = False) -> None:
+        """No longer a first request: served here, handed on, or gone."""
+        svc = self.svc
+        if self in svc.edge_pending:
+            svc.edge_pending.discard(self)
+            if not keep_count:
+                svc.sockets_open -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        if self.request is None and not self.closed:
+            self.svc.metrics.head_timeouts += 1
+            self._done()
+            self.transport.close()
+
+    def _upgrade(self) -> None:
+        if self.closed:
+            return
+        svc, request = self.svc, self.request
+        assert request is not None
+        if self.eof or svc.origins.refuses(request.headers, websocket=True) is not None:
+            self._to_streams()  # abandoned, or refused (403): counted and answered there
+            return
+        self._done(keep_count=True)
+        from .ws_direct import DirectWebSocket
+
+        transport = self.transport
+        protocol = DirectWebSocket(svc, transport, self.config.websocket_max_message_size)
+        svc.edge_connections.add(protocol)
+        protocol.on_lost = svc
+        transport.set_protocol(protocol)
+        try:
+            protocol.accept(upgrade_key(request), request,  # type: ignore[arg-type]
+                            self.head.pending + self.extra)  # type: ignore[union-attr]
+        except Exception:  # a bug here must cost one connection, never the worker
+            log.exception("direct endpoint failed on /ws")
+            transport.abort()
+            return
+        logger = getattr(self.config.log, "access_logger", None) \
+            if self.config.accesslog is not None else None
+        if logger is not None and logger.isEnabledFor(logging.DEBUG):
+            self.loop.create_task(_access(self.config, request, transport, "websocket", 101,
+                                          self.loop.time() - self.started))
+
+    def _to_streams(self) -> bool | None:
+        """Go on as ``asyncio.start_server`` would have: a StreamReader fed what was read, its
+        writer, and Hypercorn's connection task (which reaches :func:`_route`)."""
+        self._done()
+        reader = asyncio.StreamReader(loop=self.loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self.cb, loop=self.loop)
+        transport = self.transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        received = bytes(self.head.received) if self.head is not None else b""
+        if received or self.extra:
+            protocol.data_received(received + self.extra)
+        self.head = None
+        if self.eof:
+            return protocol.eof_received()
+        return None
+
+
+def upgrade_key(request: Head) -> str | None:
+    """The Sec-WebSocket-Key of a well-formed version-13 upgrade, else None."""
+    if "websocket" not in request.tokens("upgrade") or "upgrade" not in request.tokens(
+            "connection"):
+        return None
+    if request.headers.get("sec-websocket-version") != "13":
+        return None
+    key = request.headers.get("sec-websocket-key", "")
+    try:
+        if len(base64.b64decode(key, validate=True)) != 16:
+            return None
+    except ValueError:
+        return None
+    return key
 
 
 def wrap_tcp_server(original: Any) -> Any:

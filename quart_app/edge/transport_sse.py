@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from email.utils import formatdate
 from typing import Any
 
 from quart import Blueprint, make_response, request
 
+from .routing import http_date
 from ..realtime import namespaces as channels
 from ..realtime.auth import Principal
 from ..errors import BadRequest, Forbidden, ServiceUnavailable, TooManyRequests
@@ -291,7 +291,7 @@ RESPONSE_HEADERS = (
 def _response_head(extra: list[tuple[str, str]] = ()) -> bytes:
     lines = [b"HTTP/1.1 200 OK"] + [f"{k}: {v}".encode("latin-1")
                                     for k, v in (*RESPONSE_HEADERS, *extra)]
-    lines += [b"Transfer-Encoding: chunked", b"Date: " + formatdate(usegmt=True).encode()]
+    lines += [b"Transfer-Encoding: chunked", b"Date: " + http_date()]
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 

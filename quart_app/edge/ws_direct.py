@@ -15,10 +15,9 @@ import base64
 import hashlib
 import logging
 import time
-from email.utils import formatdate
 from typing import Any
 
-from .routing import Head, hand_over, refuse
+from .routing import Head, hand_over, http_date, refuse, upgrade_key
 from .ws_protocol import FRAME_RATE, FrameReader, lone_pong
 from ..errors import Unauthorized
 from ..realtime.protocol import CloseCode
@@ -33,27 +32,12 @@ _AUTH, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
 # -- the handshake -------------------------------------------------------------------------
-def upgrade_key(request: Head) -> str | None:
-    """The Sec-WebSocket-Key of a well-formed version-13 upgrade, else None."""
-    if "websocket" not in request.tokens("upgrade") or "upgrade" not in request.tokens(
-            "connection"):
-        return None
-    if request.headers.get("sec-websocket-version") != "13":
-        return None
-    key = request.headers.get("sec-websocket-key", "")
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            return None
-    except ValueError:
-        return None
-    return key
-
-
 def accept_response(key: str) -> bytes:
     accept = base64.b64encode(hashlib.sha1(key.encode() + WS_GUID).digest())
     return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
-            + b"\r\nDate: " + formatdate(usegmt=True).encode() + b"\r\n\r\n")
+            + b"\r\nDate: " + http_date() + b"\r\n\r\n")
+
 
 
 def serve_websocket(svc, config, request: Head, reader, writer,
@@ -75,11 +59,9 @@ def serve_websocket(svc, config, request: Head, reader, writer,
         refuse(transport, 400, "Bad Request", "Invalid WebSocket handshake: it needs "
                "'Connection: Upgrade' and a Sec-WebSocket-Key of 16 base64-encoded bytes")
         return "http", 400, None
-    transport = writer.transport
-    protocol = DirectWebSocket(svc, transport, config.websocket_max_message_size)
+    protocol = DirectWebSocket(svc, writer.transport, config.websocket_max_message_size)
     hand_over(reader, writer, protocol)
-    transport.write(accept_response(key))
-    protocol.start(request.token(), pending)
+    protocol.accept(key, request, pending)
     return "websocket", 101, protocol
 
 
@@ -113,6 +95,11 @@ class DirectWebSocket(asyncio.Protocol):
         self._budget_full_at = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
+    def accept(self, key: str, request: Head, pending: bytes) -> None:
+        """Answer the upgrade (``101``) on the socket this protocol now owns, and start."""
+        self.transport.write(accept_response(key))
+        self.start(request.token(), pending)
+
     def start(self, token: str | None, pending: bytes) -> None:
         """Right after the 101: authenticate from the request, or wait for an auth frame."""
         if token:

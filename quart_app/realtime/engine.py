@@ -86,6 +86,7 @@ class Engine:
         self.sse_heartbeats: set = set()     # callables(now) of open SSE streams
         self.sse_closers: set = set()        # callables() that end an SSE stream
         self.edge_connections: set = set()   # the edge's direct endpoints (protocol objects)
+        self.edge_pending: set = set()       # connections still sending their first request
         self.sockets_open = 0                # client sockets the edge holds, any kind
         self.metrics.gauge("connections", "Open client connections, by transport",
                            lambda: count_by_transport(self.hub.connections()), label="transport")
@@ -143,6 +144,8 @@ class Engine:
             except Exception:  # pragma: no cover
                 log.exception("background task failed during shutdown")
         self._tasks.clear()
+        for pending in list(self.edge_pending):  # no task of theirs for Hypercorn to cancel
+            pending.close()
         await self.listener.stop()
         await self.broker.close()
         if self.subscribe_proxy is not None:
