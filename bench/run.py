@@ -299,7 +299,8 @@ def start_profile(args, server: Server, name: str, phase: str, seconds: float):
         return None
     target = server.pids[-1] if server.workers > 1 else server.pid
     out = os.path.join(args.out, f"profile-{name}-{phase}.txt")
-    cmd = pinned(args.client_cpus) + [py_spy, "record", "--pid", str(target), "--rate", "200",
+    cmd = pinned(args.client_cpus) + [py_spy, "record", "--pid", str(target), "--rate",
+                                      os.environ.get("BENCH_PY_SPY_RATE", "200"),
                                       "--duration", str(max(1, int(min(60, seconds) + 0.999))),
                                       "--format", "raw", "-o", out, "--nonblocking"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

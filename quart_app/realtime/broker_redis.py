@@ -32,7 +32,7 @@ import json
 import logging
 import random
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -408,23 +408,23 @@ class RedisBroker:
     # offsets of every stream asked in one script call, and one history read per stream from
     # the oldest `since` asked, shared by every resume of that stream. A reconnect storm of
     # 10,000 clients then costs a few round trips per loop iteration, not two per client.
-    async def latest(self, channel: str, *, user: int | None = None) -> tuple[int, str]:
-        return await self._reads.ask(("latest", stream_name(channel, user), user, 0, 0))
+    # Both answer with a future, asked at once: a caller that reads two streams (a subscribe on
+    # a user-targeted channel) gets both into the same pipeline without a task per read.
+    def latest(self, channel: str, *, user: int | None = None) -> Awaitable[tuple[int, str]]:
+        return self._reads.ask(("latest", stream_name(channel, user), user, 0, 0, None))
 
     async def latest_offset(self, channel: str) -> int:
         return (await self.latest(channel))[0]
 
-    async def history(self, channel: str, since: int, *, user: int | None = None,
-                      epoch: str | None = None) -> History:
-        latest, publications, current = await self._reads.ask(
-            ("history", stream_name(channel, user), user, since, self._held(channel)))
-        start = bisect.bisect_right(publications, since, key=_offset_of)
-        return history_result(publications[start:], latest, since, current, epoch)
+    def history(self, channel: str, since: int, *, user: int | None = None,
+                epoch: str | None = None) -> Awaitable[History]:
+        return self._reads.ask(
+            ("history", stream_name(channel, user), user, since, self._held(channel), epoch))
 
     async def _read_together(self, reads: list[tuple[tuple, asyncio.Future]]) -> None:
         latest: dict[str, None] = {}                   # the streams asked, in order
         histories: dict[str, list] = {}                # stream -> [oldest since, size, user, n]
-        for (kind, stream, user, since, held), _future in reads:
+        for (kind, stream, user, since, held, _epoch), _future in reads:
             if kind == "latest":
                 latest[stream] = None
             else:
@@ -440,15 +440,18 @@ class RedisBroker:
         found = {stream: self._parse_history(stream.partition("#")[0], user, reply)
                  for (stream, (_since, _held, user, _n)), reply
                  in zip(histories.items(), found_histories)}
-        for (kind, stream, _user, _since, _held), future in reads:
+        for (kind, stream, _user, since, _held, epoch), future in reads:
             if future.done():
                 continue
             if kind == "latest":
-                offset, epoch = latest_of[stream]
-                future.set_result((int(offset),
-                                   epoch.decode() if isinstance(epoch, bytes) else str(epoch)))
+                offset, current = latest_of[stream]
+                future.set_result((int(offset), current.decode()
+                                   if isinstance(current, bytes) else str(current)))
             else:
-                future.set_result(found[stream])
+                last, publications, current = found[stream]
+                start = bisect.bisect_right(publications, since, key=_offset_of)
+                future.set_result(history_result(publications[start:], last, since, current,
+                                                 epoch))
 
     async def _run_reads(self, latest: list[str], histories: dict[str, list]
                          ) -> tuple[list[tuple[Any, Any]], list]:

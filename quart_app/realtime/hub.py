@@ -53,7 +53,10 @@ async def read_spaces(broker: Broker, channel: str, user: int, since: int | None
     if targeted:
         reads.append(broker.latest(channel, user=user) if user_since is None else
                      broker.history(channel, user_since, user=user, epoch=user_epoch))
-    answers = await asyncio.gather(*reads)
+    if all(isinstance(read, asyncio.Future) for read in reads):
+        answers = [await read for read in reads]  # asked already: no task per read
+    else:
+        answers = await asyncio.gather(*reads)
     found: list = []
     recovered = since is not None or user_since is not None
     if since is None:
@@ -194,6 +197,9 @@ class Hub:
     # -- subscriptions -----------------------------------------------------------------
     async def _ensure_upstream(self, channel: str) -> None:
         ready = self._upstream.get(channel)
+        if ready is not None and ready.done():
+            ready.result()  # the common case: live (or its failure, raised)
+            return
         if ready is None:
             ready = self._upstream[channel] = asyncio.get_running_loop().create_future()
             try:
