@@ -355,9 +355,13 @@ async def run_case(args, kind: str, n: int, binary: str, tokens: str) -> dict:
               f"({ready['failed']} failed: {ready['first_error']})", file=sys.stderr, flush=True)
         server.check()
 
+        profiler = await asyncio.to_thread(run.start_profile, args, server, name, "idle",
+                                           args.idle_seconds)
         idle0 = procstat.CpuSample.take(server.pids)
         await asyncio.sleep(args.idle_seconds)
         result["idle"] = procstat.CpuSample.take(server.pids).since(idle0)
+        stop_profile_now(profiler)
+        await asyncio.to_thread(run.finish_profile, profiler, result, "idle")
         print(f"   idle {result['idle']['cpu_pct']} %", file=sys.stderr, flush=True)
 
         ticker = Ticker(pub, args.rate, 10_000)
@@ -538,7 +542,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "out"))
     p.add_argument("--json", default=None)
     p.add_argument("--profile", default="",
-                   help="py-spy these windows: connect,storm-drop,storm-restart")
+                   help="py-spy these windows: connect,idle,storm-drop,storm-restart")
     p.add_argument("--keep-work", action="store_true")
     return p.parse_args(argv)
 

@@ -176,7 +176,8 @@ async def test_aggregator_works_through_subscribers_in_bounded_batches(monkeypat
 
     conns = [SimpleNamespace(user_id=u, subs={"dashboard": None}) for u in (5, 1, 3)]
     conns.append(SimpleNamespace(user_id=9, subs={"mining": None}))  # not on dashboard
-    svc = SimpleNamespace(hub=SimpleNamespace(connections=lambda: conns), db=None)
+    svc = SimpleNamespace(hub=SimpleNamespace(
+        subscribers=lambda channel: [c for c in conns if channel in c.subs]), db=None)
 
     async def network(db):
         return (0.0, 0)

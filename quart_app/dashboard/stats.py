@@ -94,7 +94,9 @@ class StatsBatch:
 
     def __init__(self, db) -> None:
         self.db = db
-        self._batch = IterationBatch(self._run, most=self.MAX_USERS)
+        # Two queries in flight at most, the asks that arrive meanwhile batched behind them:
+        # one slow query (or one waiting for a write lock) does not hold up the others.
+        self._batch = IterationBatch(self._run, most=self.MAX_USERS, depth=2)
 
     async def compute(self, user_id: int) -> dict:
         return await self._batch.ask(user_id)

@@ -76,7 +76,7 @@ async def aggregate_once(svc, limit: int = AGGREGATE_PER_CYCLE) -> int:
 
 
 def _dashboard_users(svc) -> set[int]:
-    return {conn.user_id for conn in svc.hub.connections() if "dashboard" in conn.subs}
+    return {conn.user_id for conn in svc.hub.subscribers("dashboard")}
 
 
 async def uninterrupted(coro, grace: float = 5.0):
