@@ -91,12 +91,14 @@ class StatsBatch:
     snapshots in a few hundred queries, not 10,000. A failed query fails every caller of it."""
 
     MAX_USERS = 500
+    LINGER_SECONDS = 0.004  # how long a miss may wait for others to share its query
 
     def __init__(self, db) -> None:
         self.db = db
         # Two queries in flight at most, the asks that arrive meanwhile batched behind them:
         # one slow query (or one waiting for a write lock) does not hold up the others.
-        self._batch = IterationBatch(self._run, most=self.MAX_USERS, depth=2)
+        self._batch = IterationBatch(self._run, most=self.MAX_USERS, depth=2,
+                                     linger=self.LINGER_SECONDS)
 
     async def compute(self, user_id: int) -> dict:
         return await self._batch.ask(user_id)

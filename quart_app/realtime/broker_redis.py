@@ -175,6 +175,8 @@ RECONNECT_MIN_SECONDS = 0.05
 RECONNECT_MAX_SECONDS = 5.0
 CONFIRM_TIMEOUT_SECONDS = 3.0
 POOL_SIZE = 32
+# A subscribe's reads wait at most this long for others to share their round trip (batching.py).
+READ_LINGER_SECONDS = 0.002
 
 
 class RedisBroker:
@@ -202,7 +204,7 @@ class RedisBroker:
         self._wanted: set[str] = set()
         self._confirm: dict[str, asyncio.Future] = {}
         self._closed = False
-        self._reads = IterationBatch(self._read_together)
+        self._reads = IterationBatch(self._read_together, linger=READ_LINGER_SECONDS)
         self.read_trips = 0  # pipelines of reads sent (tests, bench)
         self._ready = asyncio.Event()  # the listener is connected and reading
         self.reconnects = 0
