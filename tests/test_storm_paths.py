@@ -51,17 +51,19 @@ async def test_cache_reads_made_together_go_as_one_mget(redis_url, redis_prefix)
         return await real(keys)
 
     client.mget = counting
-    pipelines = []
-    real_pipeline = client.pipeline
+    scripts = []
+    real_evalsha = client.evalsha
 
-    def counting_pipeline(*args, **kwargs):
-        pipelines.append(1)
-        return real_pipeline(*args, **kwargs)
+    async def counting_evalsha(sha, numkeys, *args):
+        scripts.append(numkeys)
+        return await real_evalsha(sha, numkeys, *args)
 
-    client.pipeline = counting_pipeline
+    client.evalsha = counting_evalsha
     try:
         await asyncio.gather(*(cache.set(f"k{i}", {"i": i}, 10) for i in range(0, 50, 2)))
-        assert len(pipelines) == 1  # 25 sets made together: one pipeline
+        assert scripts == [25]  # 25 sets made together: one script call
+        ttl = await client.pttl(redis_prefix + "k48")
+        assert 9000 < ttl <= 10000  # each key set with its time to live
         trips.clear()
         answers = await asyncio.gather(*(cache.get_many([f"k{i}", f"k{i + 1}"])
                                          for i in range(0, 50, 2)), cache.get("k0"))
@@ -154,3 +156,35 @@ async def test_asks_made_while_a_batch_is_in_flight_go_together_after_it():
     assert runs == [[0], [1, 2, 3, 4, 5]]
     assert await batch.ask(9) == -9  # idle again: alone
     assert runs[-1] == [9]
+
+
+async def test_asks_arriving_one_by_one_linger_to_share_a_batch():
+    """With ``linger``, a batch starts no sooner than that after the one before it: asks that
+    trickle in one per loop iteration (connects arriving one by one) wait and go together,
+    while an ask after a quiet spell goes at once."""
+    from quart_app.realtime.batching import IterationBatch
+
+    loop = asyncio.get_running_loop()
+    runs = []
+
+    async def run(asked):
+        runs.append(([item for item, _future in asked], loop.time()))
+        for item, future in asked:
+            future.set_result(item)
+
+    batch = IterationBatch(run, linger=0.2)
+    started = loop.time()
+    assert await batch.ask(0) == 0
+    assert runs[0][0] == [0] and runs[0][1] - started < 0.1  # idle: at once
+    trickle = []
+    for i in range(1, 6):
+        trickle.append(batch.ask(i))
+        await asyncio.sleep(0.01)  # answered already if the batch did not wait
+    assert runs[1:] == []
+    assert await asyncio.gather(*trickle) == [1, 2, 3, 4, 5]
+    assert [items for items, _at in runs] == [[0], [1, 2, 3, 4, 5]]
+    assert runs[1][1] - runs[0][1] >= 0.2 - 0.01  # not before the linger was over
+    await asyncio.sleep(0.25)
+    quiet = loop.time()
+    assert await batch.ask(6) == 6
+    assert runs[-1][0] == [6] and runs[-1][1] - quiet < 0.1  # after a quiet spell: at once

@@ -10,6 +10,9 @@ from redis.exceptions import RedisError
 
 from ..realtime.batching import Asked, IterationBatch
 
+# How long a get or a set may wait for others to share its round trip (realtime/batching.py).
+GET_LINGER_SECONDS = SET_LINGER_SECONDS = 0.004
+
 
 class Cache(Protocol):
     async def get(self, key: str) -> Any | None: ...
@@ -47,18 +50,32 @@ class MemoryCache:
         self._items.pop(key, None)
 
 
+# One call for a batch of sets: a pipeline of N SETs costs redis-py a command to pack and a
+# reply to parse each, most of a snapshot's CPU in a connect storm (docs/scaling.md).
+SET_MANY_LUA = """
+-- KEYS[i] = ARGV[2i-1], expiring in ARGV[2i] ms (dashboard/cache.py, RedisCache._set_all)
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[2 * i - 1], 'PX', ARGV[2 * i])
+end
+return #KEYS
+"""
+
+
 class RedisCache:
     """Cache in Redis; a Redis error is a miss (the database stays the source of truth).
 
-    Gets asked in one event-loop iteration go as one MGET, and sets as one pipeline: 10,000
-    dashboards reconnecting at once read and refill their stats in a few round trips, not
-    30,000."""
+    Gets asked together (docs/scaling.md, "Reconnect storms") go as one MGET, and sets as one
+    script call (a pipeline on a cluster, where keys of different slots cannot share a
+    script): 10,000 dashboards reconnecting at once read and refill their stats in a few round
+    trips, not 30,000."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
-        self._gets = IterationBatch(self._mget)
-        self._sets = IterationBatch(self._set_all)
+        self._cluster = hasattr(redis, "mget_nonatomic")
+        self._set_many = None if self._cluster else redis.register_script(SET_MANY_LUA)
+        self._gets = IterationBatch(self._mget, linger=GET_LINGER_SECONDS)
+        self._sets = IterationBatch(self._set_all, linger=SET_LINGER_SECONDS)
 
     async def get(self, key: str) -> Any | None:
         return (await self.get_many([key]))[0]
@@ -70,7 +87,7 @@ class RedisCache:
     async def _mget(self, asked: Asked) -> None:
         keys = list(dict.fromkeys(key for wanted, _future in asked for key in wanted))
         # A Redis Cluster client splits the keys by slot (a plain MGET must stay in one slot).
-        mget = getattr(self._redis, "mget_nonatomic", None) or self._redis.mget
+        mget = self._redis.mget_nonatomic if self._cluster else self._redis.mget
         try:
             found = dict(zip(keys, await mget(keys)))
         except (RedisError, OSError):
@@ -87,10 +104,18 @@ class RedisCache:
 
     async def _set_all(self, asked: Asked) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+            if self._set_many is not None:
+                keys: list[str] = []
+                args: list = []
                 for (key, value, px), _future in asked:
-                    pipe.set(key, value, px=px)
-                await pipe.execute()
+                    keys.append(key)
+                    args += (value, px)
+                await self._set_many(keys=keys, args=args)
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for (key, value, px), _future in asked:
+                        pipe.set(key, value, px=px)
+                    await pipe.execute()
         except (RedisError, OSError):
             pass  # a cache that cannot be written is a cache that misses
         finally:
