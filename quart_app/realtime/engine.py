@@ -95,14 +95,28 @@ class Engine:
 
     async def snapshot(self, channel: str, user_id: int) -> dict | None:
         """The registered snapshot of ``channel`` for ``user_id``; concurrent asks for the same
-        pair share one call of the provider (its exception too)."""
+        pair share one call of the provider (its exception too). The first ask calls it in its
+        own task, with no task of its own (a connect storm makes thousands); the others wait
+        for its answer."""
         key = (channel, user_id)
         pending = self._snapshotting.get(key)
-        if pending is None:
-            pending = self._snapshotting[key] = asyncio.ensure_future(
-                self.snapshots[channel](user_id))
-            pending.add_done_callback(lambda _done: self._snapshotting.pop(key, None))
-        return await asyncio.shield(pending)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = self._snapshotting[key] = asyncio.get_running_loop().create_future()
+        try:
+            data = await self.snapshots[channel](user_id)
+        except BaseException as exc:
+            # The others get the error (a cancelled first ask: a RuntimeError, not their own
+            # cancellation); retrieved here, so none left waiting is no error.
+            pending.set_exception(exc if isinstance(exc, Exception) else
+                                  RuntimeError("snapshot abandoned"))
+            pending.exception()
+            raise
+        else:
+            pending.set_result(data)
+            return data
+        finally:
+            del self._snapshotting[key]
 
     def release_socket(self, protocol) -> None:
         """A socket the edge served directly has closed."""
