@@ -1,4 +1,4 @@
-"""The HTTP side of the edge under hostile or foreign clients: request heads (h11), the head
+"""The HTTP side of the edge under hostile or foreign clients: request heads (llhttp, or Hypercorn's h11), the head
 timeout, the connection cap, Origin and CORS, and the upgrade sent to a plain route."""
 import asyncio
 import base64
@@ -222,3 +222,12 @@ async def test_an_upgrade_whose_client_already_left_is_not_served(edge, token):
     assert b"101" not in answer
     assert svc.metrics.abandoned == 1 and svc.hub.connection_count == 0
     assert (await _exchange(address, request)).startswith(b"HTTP/1.1 101")
+
+
+async def test_an_upgrade_with_bare_lf_line_ends_is_served_by_hypercorn(edge, token):
+    """The edge's own reader takes CRLF heads only; one with bare LFs (RFC 9112 §2.2 lets a
+    server read them) goes to Hypercorn, which upgrades it as before."""
+    address, _svc = edge
+    head = _upgrade(address, f"/ws?token={token(3)}").replace(b"\r\n", b"\n")
+    answer = await _exchange(address, head, 3)
+    assert answer.startswith(b"HTTP/1.1 101")
