@@ -101,3 +101,39 @@ async def test_direct_path_backs_off_above_high_water_then_overflows():
 def test_same_bytes_shared_by_every_recipient():
     p = pub("feed_item", 1)
     assert p.ws_frame() is p.ws_frame() and p.sse_data() is p.sse_data()
+
+
+async def test_a_held_outbox_sends_nothing_until_released_then_all_in_one_write():
+    """A subscribe's ack waits for its snapshot (session._subscribe): what is queued while
+    held leaves, in order, in one write at release, or when the hold runs out."""
+    flusher = Flusher(high_water_bytes=1 << 20)
+    transport = FakeTransport()
+    box = Outbox(10, lambda: None)
+    box.use_transport(transport, flusher)
+    box.hold(5.0)
+    box.push(pub("feed_item", 1))
+    box.push_replay([pub("feed_item", 2)])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert transport.writes == []
+    box.release()
+    await asyncio.sleep(0)
+    assert transport.writes == [pub("feed_item", 1).ws_frame() + pub("feed_item", 2).ws_frame()]
+    box.release()  # twice: nothing more
+    box.hold(0.05)  # a hold that is never released ends by itself
+    box.push(pub("feed_item", 3))
+    await asyncio.sleep(0.02)
+    assert len(transport.writes) == 1
+    await asyncio.sleep(0.1)
+    assert transport.writes[1] == pub("feed_item", 3).ws_frame()
+
+
+async def test_a_held_awaited_outbox_wakes_its_consumer_at_release():
+    box = Outbox(10, lambda: None)
+    box.hold(5.0)
+    box.push(pub("feed_item", 1))
+    drained = asyncio.ensure_future(box.drain())
+    await asyncio.sleep(0.01)
+    assert not drained.done()
+    box.release()
+    assert [p.offset for p in await asyncio.wait_for(drained, 1)] == [1]

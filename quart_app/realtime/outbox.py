@@ -33,7 +33,7 @@ def conflation_key(item: Any) -> tuple | None:
 
 class Outbox:
     __slots__ = ("_items", "_limit", "_waiter", "_direct", "_flusher", "_render", "_on_overflow",
-                 "closed", "conflated", "_metrics")
+                 "closed", "conflated", "_metrics", "_held")
 
     def __init__(self, limit: int, on_overflow: Callable[[], None], metrics: Any = None) -> None:
         """``on_overflow`` runs inside ``Hub.dispatch``: it must not change the hub (defer)."""
@@ -47,6 +47,7 @@ class Outbox:
         self._metrics = metrics
         self.closed = False
         self.conflated = 0
+        self._held: Any = None  # a TimerHandle while held (see hold)
 
     def use_transport(self, transport: Any, flusher: "Flusher",
                       render: Callable[[list], bytes] | None = None) -> None:
@@ -69,6 +70,8 @@ class Outbox:
         items.append(item)
         if len(items) > self._limit and not self._compact():
             return False
+        if self._held is not None:
+            return True
         if self._direct is not None:
             if len(items) == 1:
                 self._flusher.mark(self)  # type: ignore[union-attr]
@@ -84,12 +87,32 @@ class Outbox:
             return False
         was_empty = not self._items
         self._items.extend(items)
+        if self._held is not None:
+            return True
         if self._direct is not None:
             if was_empty and self._items:
                 self._flusher.mark(self)  # type: ignore[union-attr]
         elif self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
         return True
+
+    def hold(self, seconds: float) -> None:
+        """Queue without sending until :meth:`release`, for at most ``seconds``: a subscribe's
+        ack and the snapshot that follows it leave in one write (docs/scaling.md). Frames keep
+        their order; a close still goes out at once (``flush_direct``)."""
+        if self._held is None and not self.closed:
+            self._held = asyncio.get_running_loop().call_later(seconds, self.release)
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        held.cancel()
+        if self._items and not self.closed:
+            if self._direct is not None:
+                self._flusher.mark(self)  # type: ignore[union-attr]
+            elif self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
 
     def _compact(self) -> bool:
         seen: set = set()
@@ -114,7 +137,7 @@ class Outbox:
 
     async def drain(self) -> list:
         """Wait until something is queued (or the outbox closes); return it all, oldest first."""
-        while not self._items and not self.closed:
+        while (not self._items or self._held is not None) and not self.closed:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter

@@ -36,6 +36,8 @@ log = logging.getLogger("pulse.ws")
 PING_FRAME = b"\x89\x00"
 CLOSE_HANDSHAKE_SECONDS = 5.0
 MAX_DROPPED_BEFORE_CLOSE = 100
+# How long a subscribe's ack may wait for its snapshot, to leave in the same write.
+SNAPSHOT_HOLD_SECONDS = 0.1
 AUTH_REQUIRED = 'Authentication required: send {"action":"auth","token":…} first'
 
 class Session:
@@ -250,19 +252,27 @@ async def _subscribe(svc, conn: Connection, channel: str, since: int | None,
         if problem:
             conn.outbox.push(protocol.error(problem, channel))
             return
+    snapshot = channel in svc.snapshots
+    if snapshot:
+        # The ack waits (briefly) for the snapshot: one write for both, not two.
+        conn.outbox.hold(SNAPSHOT_HOLD_SECONDS)
     try:
-        ok = await svc.hub.subscribe(conn, channel, since, user_since, epoch)
-    except Exception as exc:
-        # A broker outage is expected now and then; anything else is a bug, shown in full.
-        outage = isinstance(exc, (OSError, TimeoutError)) or type(exc).__module__.startswith(
-            "redis")
-        log.warning("subscribe %s failed: %s", channel, type(exc).__name__,
-                    exc_info=not outage)
-        conn.outbox.push(protocol.error(
-            f"Temporarily unavailable: cannot subscribe to {channel}", channel))
-        return
-    if ok and channel in svc.snapshots:
-        await send_snapshot(svc, conn, channel)
+        try:
+            ok = await svc.hub.subscribe(conn, channel, since, user_since, epoch)
+        except Exception as exc:
+            # A broker outage is expected now and then; anything else is a bug, shown in full.
+            outage = isinstance(exc, (OSError, TimeoutError)) or \
+                type(exc).__module__.startswith("redis")
+            log.warning("subscribe %s failed: %s", channel, type(exc).__name__,
+                        exc_info=not outage)
+            conn.outbox.push(protocol.error(
+                f"Temporarily unavailable: cannot subscribe to {channel}", channel))
+            return
+        if ok and snapshot:
+            await send_snapshot(svc, conn, channel)
+    finally:
+        if snapshot:
+            conn.outbox.release()
 
 
 async def send_snapshot(svc, conn: Connection, channel: str) -> None:
