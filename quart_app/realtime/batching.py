@@ -6,8 +6,8 @@ asks of one loop iteration go together, and while ``depth`` batches are in fligh
 and go as one batch when one comes back. A batch also starts no sooner than ``linger`` seconds
 after the one before it: idle, an ask goes in its own loop iteration, but under a steady stream
 of asks (connects arriving one by one, a few per iteration) they gather for up to ``linger``
-and share one round trip. A round trip through redis-py or aiosqlite costs 150–250 µs of CPU
-whatever it carries (bench/RESULTS.md): ten asks in it instead of two is most of a connect.
+and share one round trip. An ask that goes alone costs the process 300–600 µs of CPU, one in
+a batch of 50 costs 8–30 (``bench/batch_cost.py``, bench/RESULTS.md).
 """
 from __future__ import annotations
 
