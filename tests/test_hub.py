@@ -169,3 +169,28 @@ async def test_resync_dispatches_missed_publications(hub):
     assert await hub.resync() == 3
     assert [f["offset"] for f in frames(conn)] == [1, 2, 3]
     assert await hub.resync() == 0
+
+
+async def test_a_users_own_space_is_forgotten_once_its_last_subscriber_is_gone(hub):
+    """The sweep forgets ``dashboard#<user>`` offsets nobody here follows any more, and walks
+    them only when a subscription has ended since the last sweep."""
+    a, b, other = connect(hub, 1), connect(hub, 1), connect(hub, 2)
+    for conn in (a, b, other):
+        assert await hub.subscribe(conn, "dashboard")
+    assert {"dashboard#1", "dashboard#2"} <= set(hub.last_offset)
+    hub.idle_upstream()
+    assert {"dashboard#1", "dashboard#2"} <= set(hub.last_offset)
+    hub.disconnect(a)
+    hub.idle_upstream()
+    assert "dashboard#1" in hub.last_offset  # b still follows it
+    hub.unsubscribe(b, "dashboard")
+    hub.last_offset["dashboard#9"] = 5  # stale, but nothing ended since: not walked
+    hub.idle_upstream()
+    assert "dashboard#1" not in hub.last_offset and "dashboard#2" in hub.last_offset
+    assert "dashboard#9" not in hub.last_offset  # the same pass found it too
+    hub.last_offset["dashboard#8"] = 5
+    hub.idle_upstream()
+    assert "dashboard#8" in hub.last_offset  # no subscription ended since: left alone
+    hub.disconnect(other)
+    hub.idle_upstream()
+    assert not any("#" in stream for stream in hub.last_offset)

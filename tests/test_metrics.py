@@ -12,7 +12,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from quart_app.realtime.auth import mint_token
-from quart_app.realtime.metrics import Metrics, count_by_transport
+from quart_app.realtime.auth import Principal
+from quart_app.realtime.broker_memory import MemoryBroker
+from quart_app.realtime.hub import Connection, Hub
+from quart_app.realtime.metrics import Metrics
+from quart_app.realtime.outbox import Outbox
 
 from .conftest import API_KEY, SECRET, free_port
 from .processes import pulse_process
@@ -24,21 +28,22 @@ def samples(text: str) -> dict:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-class Conn:
-    def __init__(self, transport: str) -> None:
-        self.transport = transport
+def _conn(user: int, transport: str) -> Connection:
+    return Connection(Principal(user_id=user, expires_at=4e9), Outbox(10, lambda: None), transport)
 
 
 def test_exposition_has_pulse_process_and_transport_labels():
     metrics = Metrics()
     metrics.messages_out += 3
-    metrics.count_accepted("ws")
-    metrics.count_accepted("sse")
-    metrics.count_accepted("ws")
+    hub = Hub(MemoryBroker(), metrics)
+    conns = [_conn(1, "ws"), _conn(2, "sse"), _conn(3, "ws"), _conn(3, "sse")]
+    for conn in conns:
+        hub.connect(conn)
+    hub.disconnect(conns[2])
+    hub.disconnect(conns[2])  # twice: counted once
     metrics.delivery_latency.observe(0.002, times=2)
-    open_conns = [Conn("ws"), Conn("sse"), Conn("sse")]
     metrics.gauge("connections", "Open client connections, by transport",
-                  lambda: count_by_transport(open_conns), label="transport")
+                  hub.count_by_transport, label="transport")
     found = samples(metrics.render())
     assert found[("pulse_messages_out_total", frozenset())] == 3
     assert found[("pulse_connections_accepted_total", frozenset({("transport", "ws")}))] == 2
@@ -48,7 +53,7 @@ def test_exposition_has_pulse_process_and_transport_labels():
     assert found[("pulse_delivery_latency_seconds_count", frozenset())] == 2
     assert found[("pulse_workers", frozenset())] == 1
     assert any(name.startswith("process_") for name, _ in found)
-    assert metrics.connections_accepted == 3
+    assert metrics.connections_accepted == 4
 
 
 def test_shared_directory_sums_workers_and_drops_dead_gauges(tmp_path):

@@ -168,8 +168,8 @@ async def test_aggregator_works_through_subscribers_in_bounded_batches(monkeypat
             seen.append(user_id)
             return 0
 
-        def may_drift(self, user_id, today, network):
-            return True
+        def drifting(self, users, today, network):
+            return set(users)
 
         def forget_except(self, users):
             pass
@@ -224,3 +224,33 @@ async def test_aggregator_skips_quiet_users_until_the_network_or_the_clock_moves
         return [p for p in pushes if p["user_id"] == 21 and p["network_height"] == 900_001]
 
     assert await eventually(new_height_pushed, 3.0)   # within a second of the previous push
+
+
+def test_drifting_finds_the_same_users_as_may_drift_one_by_one():
+    """The aggregator's set-at-a-time question gives what asking user by user gives: new
+    users, busy ones, ones computed under another day or network, and stale quiet ones."""
+    from datetime import date
+
+    from quart_app.dashboard.stats import StatsPusher
+
+    def stats(hashrate: float, height: int) -> dict:
+        return {"hashrate": hashrate, "hashrate_change": 0.0, "network_diff": 1e6,
+                "network_height": height}
+
+    pusher = StatsPusher(svc=None)
+    for user in range(1, 41):
+        pusher.note(user, stats(0.0 if user % 3 else 5e12, 100 if user % 5 else 99))
+    pusher.note(7, stats(1.0, 100))   # noted again: now busy
+    pusher.note(9, stats(0.0, 100))   # and settled again
+    aged = pusher._basis[11]
+    pusher._basis[11] = aged._replace(at=aged.at - dashboard.QUIET_MAX_AGE_SECONDS - 1)
+    users = set(range(1, 51))         # 41..50 were never computed
+    today = pusher._basis[1].day
+    for day, network in ((today, (1e6, 100)), (today, (1e6, 99)), (date(2000, 1, 1), (1e6, 100))):
+        expected = {u for u in users if pusher.may_drift(u, day, network)}
+        assert pusher.drifting(users, day, network) == expected
+    pusher.forget_except(set(range(1, 21)))
+    assert set(pusher._basis) == set(range(1, 21))
+    assert all(u <= 20 for members in pusher._settled.values() for u in members)
+    assert pusher.drifting(users, today, (1e6, 100)) == {
+        u for u in users if pusher.may_drift(u, today, (1e6, 100))}

@@ -60,7 +60,7 @@ async def aggregate_once(svc, limit: int = AGGREGATE_PER_CYCLE) -> int:
     users = _dashboard_users(svc)
     network = await network_marker(svc.db)
     today = utcnow().date()
-    ordered = sorted(u for u in users if pusher.may_drift(u, today, network))
+    ordered = sorted(pusher.drifting(users, today, network))
     after = _cursor.get(id(svc), 0)
     batch = [u for u in ordered if u > after][:limit]
     if len(batch) < limit:  # wrap around

@@ -27,7 +27,7 @@ import socket
 import time
 from typing import Any
 
-from .metrics import TRANSPORTS, count_by_transport
+from .metrics import TRANSPORTS
 from .presence import MemoryStore, Presence, RedisStore
 
 log = logging.getLogger("pulse.cluster")
@@ -78,7 +78,7 @@ class Cluster:
             "started_at": round(self.started_at, 3), "reported_at": round(now, 3),
             "expires_at": round(now + self.ttl, 3),
             "total_connections": stats["total_connections"],
-            "connections": count_by_transport(hub.connections()),
+            "connections": hub.count_by_transport(),
             "unique_users": stats["unique_users"],
             "subscriptions": hub.subscription_count(),
             "sockets_open": engine.sockets_open,

@@ -21,7 +21,7 @@ from .broker_memory import MemoryBroker
 from .cluster import Cluster
 from .hub import Hub
 from .listener import Listener
-from .metrics import Metrics, count_by_transport
+from .metrics import Metrics
 from .outbox import Flusher
 
 log = logging.getLogger("pulse")
@@ -89,7 +89,7 @@ class Engine:
         self.edge_pending: set = set()       # connections still sending their first request
         self.sockets_open = 0                # client sockets the edge holds, any kind
         self.metrics.gauge("connections", "Open client connections, by transport",
-                           lambda: count_by_transport(self.hub.connections()), label="transport")
+                           self.hub.count_by_transport, label="transport")
         self.metrics.gauge("subscriptions", "Channel subscriptions held by open connections",
                            self.hub.subscription_count)
 

@@ -130,6 +130,8 @@ class Hub:
         self._connections: dict[str, Connection] = {}
         self._channels: dict[str, set[Connection]] = {}
         self._users: dict[int, set[Connection]] = {}
+        self._open: dict[str, int] = {}  # open connections per transport (metrics, cluster)
+        self._departures = self._swept = 0  # subscriptions ended, and as of the last sweep
         self._upstream: dict[str, asyncio.Future] = {}
         # Highest offset dispatched per upstream channel: the listener's gap and dup check.
         self.last_offset: dict[str, int] = {}
@@ -148,12 +150,14 @@ class Hub:
         if users is None:
             users = self._users[conn.user_id] = set()
         users.add(conn)
+        self._open[conn.transport] = self._open.get(conn.transport, 0) + 1
         self.metrics.count_accepted(conn.transport)
 
     def disconnect(self, conn: Connection) -> None:
         """Forget ``conn`` and every subscription it held. Idempotent."""
         if self._connections.pop(conn.id, None) is None:
             return
+        self._open[conn.transport] -= 1
         if self.presence is not None:
             self.presence.gone(conn)
         for channel in conn.subs:
@@ -167,6 +171,7 @@ class Hub:
         conn.outbox.close()
 
     def _leave(self, conn: Connection, channel: str) -> None:
+        self._departures += 1
         members = self._channels.get(channel)
         if members is not None:
             members.discard(conn)
@@ -176,6 +181,15 @@ class Hub:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def count_by_transport(self) -> dict[str, int]:
+        """Open connections per transport, every known one present: kept as they open and
+        close, so a scrape or a heartbeat does not walk 10,000 connections."""
+        from .metrics import TRANSPORTS
+
+        counts = dict.fromkeys(TRANSPORTS, 0)
+        counts.update(self._open)
+        return counts
 
     def connections(self) -> list[Connection]:
         return list(self._connections.values())
@@ -270,10 +284,12 @@ class Hub:
         for channel in idle:
             del self._upstream[channel]
             self.last_offset.pop(channel, None)
-        for stream in [s for s in self.last_offset if "#" in s]:
-            channel, _, user = stream.rpartition("#")
-            if not any(channel in c.subs for c in self._users.get(int(user), ())):
-                del self.last_offset[stream]
+        if self._departures != self._swept:  # else no user's own space can have lost its last
+            self._swept = self._departures   # subscriber: 10,000 idle dashboards cost nothing
+            for stream in [s for s in self.last_offset if "#" in s]:
+                channel, _, user = stream.rpartition("#")
+                if not any(channel in c.subs for c in self._users.get(int(user), ())):
+                    del self.last_offset[stream]
         return idle
 
     def wants_upstream(self, channel: str) -> bool:

@@ -159,14 +159,6 @@ class Metrics:
         return found
 
 
-def count_by_transport(connections: Iterable) -> dict[str, int]:
-    """Open connections per transport, every known transport present (a scrape-time walk)."""
-    counts = dict.fromkeys(TRANSPORTS, 0)
-    for conn in connections:
-        counts[conn.transport] = counts.get(conn.transport, 0) + 1
-    return counts
-
-
 def _alive(pid) -> bool:
     if not isinstance(pid, int):
         return False
