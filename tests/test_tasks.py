@@ -254,3 +254,19 @@ def test_drifting_finds_the_same_users_as_may_drift_one_by_one():
     assert all(u <= 20 for members in pusher._settled.values() for u in members)
     assert pusher.drifting(users, today, (1e6, 100)) == {
         u for u in users if pusher.may_drift(u, today, (1e6, 100))}
+
+
+async def test_dashboard_users_are_walked_again_only_after_a_subscription_changed(app):
+    svc = svc_of(app)
+    first = _dashboard_viewer(svc, 31)
+    await svc.hub.subscribe(first, "dashboard")
+    users = tasks._dashboard_users(svc)
+    assert users == {31}
+    assert tasks._dashboard_users(svc) is users          # nothing changed: the same set
+    second = _dashboard_viewer(svc, 32)
+    await svc.hub.subscribe(second, "dashboard")
+    assert tasks._dashboard_users(svc) == {31, 32}
+    svc.hub.unsubscribe(first, "dashboard")
+    assert tasks._dashboard_users(svc) == {32}
+    svc.hub.disconnect(second)
+    assert tasks._dashboard_users(svc) == set()

@@ -190,6 +190,7 @@ class StatsPusher:
         # The users whose basis is quiet, by the (day, network) it was computed under: what
         # :meth:`drifting` leaves out without looking at each of them.
         self._settled: dict[tuple, set[int]] = {}
+        self.members: tuple[int, set[int]] | None = None  # tasks._dashboard_users' last walk
 
     def note(self, user_id: int, stats: dict) -> None:
         """``stats`` were just computed (or read fresh from the cache) for ``user_id``."""

@@ -76,7 +76,18 @@ async def aggregate_once(svc, limit: int = AGGREGATE_PER_CYCLE) -> int:
 
 
 def _dashboard_users(svc) -> set[int]:
-    return {conn.user_id for conn in svc.hub.subscribers("dashboard")}
+    """The users with a ``dashboard`` subscription here (the set a cycle had, while no
+    subscription began or ended since: 10,000 idle dashboards are not walked every 10 s)."""
+    hub = svc.hub
+    changes = getattr(hub, "changes", None)
+    pusher = stats_pusher(svc)
+    known = getattr(pusher, "members", None)  # (hub.changes, users) of the last walk
+    if known is not None and changes is not None and known[0] == changes:
+        return known[1]
+    users = {conn.user_id for conn in hub.subscribers("dashboard")}
+    if changes is not None:
+        pusher.members = (changes, users)
+    return users
 
 
 async def uninterrupted(coro, grace: float = 5.0):

@@ -132,6 +132,7 @@ class Hub:
         self._users: dict[int, set[Connection]] = {}
         self._open: dict[str, int] = {}  # open connections per transport (metrics, cluster)
         self._departures = self._swept = 0  # subscriptions ended, and as of the last sweep
+        self._arrivals = 0                   # subscriptions begun
         self._upstream: dict[str, asyncio.Future] = {}
         # Highest offset dispatched per upstream channel: the listener's gap and dup check.
         self.last_offset: dict[str, int] = {}
@@ -197,6 +198,11 @@ class Hub:
     def subscribers(self, channel: str) -> set[Connection]:
         return self._channels.get(channel, set())
 
+    @property
+    def changes(self) -> int:
+        """Grows with every subscription begun or ended: unchanged, so is every member set."""
+        return self._arrivals + self._departures
+
     def subscription_count(self) -> int:
         return sum(len(members) for members in self._channels.values())
 
@@ -243,6 +249,7 @@ class Hub:
                 f"Subscription limit reached (max {self.max_subscriptions} channels)", channel))
             return False
         sub = conn.subs[channel] = Subscription()
+        self._arrivals += 1
         self._channels.setdefault(channel, set()).add(conn)
         user = conn.user_id
         try:
