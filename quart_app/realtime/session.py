@@ -358,14 +358,18 @@ async def liveness(svc) -> None:
 
 
 def _ping_idle(svc, cfg, now: float) -> None:
-    idle_timeout, ping_after = cfg.idle_timeout_seconds, cfg.ping_interval_seconds
+    # Compared as moments, not durations: one pass looks at every session (10,000 every 12.5 s).
+    close_before = now - cfg.idle_timeout_seconds
+    ping_before = now - cfg.ping_interval_seconds
     for session in list(svc.ws_sessions.values()):
         if session.closing:  # its close frame is out: nothing may follow it (RFC 6455 §5.5.1)
             continue
-        idle = now - session.seen()
-        if idle >= idle_timeout:
+        seen = session.seen()
+        if seen > ping_before:
+            continue
+        if seen <= close_before:
             session.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
-        elif idle >= ping_after:
+        else:
             transport = session.endpoint.transport
             if transport is not None and not transport.is_closing():
                 transport.write(PING_FRAME)
