@@ -300,9 +300,11 @@ class FirstRequest(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         svc = self.svc
-        if svc.settings.ws_deflate or svc.shutting_down or (
-                svc.sockets_open >= connection_cap(svc)):
-            self._to_streams()  # _route answers these (or Quart serves /ws with deflate)
+        if refuse_unserved(svc, transport, svc.sockets_open + 1):
+            self.closed = True
+            return
+        if svc.settings.ws_deflate:
+            self._to_streams()  # Quart serves /ws with deflate
             return
         self.started = self.loop.time()
         self.head = HeadReader()
@@ -312,6 +314,8 @@ class FirstRequest(asyncio.Protocol):
                                           self._head_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self.head is None:  # refused at connection_made: closing
+            return
         if self.request is not None:  # the head is read; the upgrade is answered next turn
             self.extra += data
             return
@@ -333,6 +337,8 @@ class FirstRequest(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
+        if self.head is None:  # refused at connection_made: closing
+            return None
         if self.request is None:
             return self._to_streams()
         return True  # decided in _upgrade, which hands the connection on
@@ -462,19 +468,7 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
     svc.sockets_open += 1
     handed_over = False
     try:
-        if svc.shutting_down:
-            # Between SIGTERM and the listener closing: a reconnecting client is told at once
-            # to go elsewhere, instead of being upgraded, authenticated and subscribed only to
-            # be closed with 1012 (docs/operations.md, "Shutdown").
-            svc.metrics.connections_refused += 1
-            refuse(transport, 503, "Service Unavailable",
-                   "This server is shutting down: reconnect", (("retry-after", "1"),))
-            return
-        if svc.sockets_open > connection_cap(svc):
-            svc.metrics.connections_refused += 1
-            refuse(transport, 503, "Service Unavailable",
-                   "Too many connections to this server: retry shortly",
-                   (("retry-after", "2"),))
+        if refuse_unserved(svc, transport, svc.sockets_open):
             return
         handed_over = await _take(svc, original, app, loop, config, context, state, reader,
                                   writer)
@@ -490,6 +484,27 @@ async def _route(original, app, loop, config, context, state, reader, writer) ->
     finally:
         if not handed_over:
             svc.sockets_open -= 1
+
+
+def refuse_unserved(svc, transport: Any, open_with_it: int) -> bool:
+    """Answer a new connection ``503`` at once, before reading it, if the server is stopping
+    or it would take the process past its connection cap; True if it was refused.
+
+    Between SIGTERM and the listener closing, a reconnecting client is told to go elsewhere
+    instead of being upgraded, authenticated and subscribed only to be closed with 1012
+    (docs/operations.md, "SIGTERM"); a restart storm sends thousands of them, so this costs a
+    write and a close, with no stream pair or task."""
+    if svc.shutting_down:
+        svc.metrics.connections_refused += 1
+        refuse(transport, 503, "Service Unavailable", "This server is shutting down: reconnect",
+               (("retry-after", "1"),))
+        return True
+    if open_with_it > connection_cap(svc):
+        svc.metrics.connections_refused += 1
+        refuse(transport, 503, "Service Unavailable",
+               "Too many connections to this server: retry shortly", (("retry-after", "2"),))
+        return True
+    return False
 
 
 def connection_cap(svc) -> int:
