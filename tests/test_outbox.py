@@ -137,3 +137,34 @@ async def test_a_held_awaited_outbox_wakes_its_consumer_at_release():
     assert not drained.done()
     box.release()
     assert [p.offset for p in await asyncio.wait_for(drained, 1)] == [1]
+
+
+async def test_after_a_busy_pass_the_flusher_waits_and_coalesces_what_comes_meanwhile():
+    """A pass that took BUSY_SECONDS or more (a saturated process) makes the next one wait
+    COALESCE_SECONDS: publications in between leave in one write per client; quick passes
+    keep the one-write-per-iteration behaviour."""
+    flusher = Flusher(high_water_bytes=1 << 20)
+    flusher.BUSY_SECONDS, flusher.COALESCE_SECONDS = 0.0, 0.2   # every pass counts as busy
+    transport = FakeTransport()
+    box = Outbox(10, lambda: None)
+    box.use_transport(transport, flusher)
+    box.push(pub("feed_item", 1))
+    await asyncio.sleep(0)
+    assert transport.writes == [pub("feed_item", 1).ws_frame()]  # the first pass: at once
+    box.push(pub("feed_item", 2))
+    await asyncio.sleep(0.05)
+    box.push(pub("feed_item", 3))
+    await asyncio.sleep(0.05)
+    assert len(transport.writes) == 1                             # waiting for the window
+    await asyncio.sleep(0.2)
+    assert transport.writes[1:] == [pub("feed_item", 2).ws_frame() + pub("feed_item", 3).ws_frame()]
+
+    quick = Flusher(high_water_bytes=1 << 20)
+    quick.BUSY_SECONDS = 60.0                                     # never busy
+    transport = FakeTransport()
+    box = Outbox(10, lambda: None)
+    box.use_transport(transport, quick)
+    for i in (1, 2):
+        box.push(pub("feed_item", i))
+        await asyncio.sleep(0)
+    assert transport.writes == [pub("feed_item", 1).ws_frame(), pub("feed_item", 2).ws_frame()]
