@@ -95,9 +95,9 @@ class Engine:
 
     async def snapshot(self, channel: str, user_id: int) -> dict | None:
         """The registered snapshot of ``channel`` for ``user_id``; concurrent asks for the same
-        pair share one call of the provider (its exception too). The first ask calls it in its
-        own task, with no task of its own (a connect storm makes thousands); the others wait
-        for its answer."""
+        pair share one call of the provider (its exception too). The first ask calls the
+        provider itself, with no task made for it (a connect storm makes thousands of asks);
+        the others wait for its answer."""
         key = (channel, user_id)
         pending = self._snapshotting.get(key)
         if pending is not None:
