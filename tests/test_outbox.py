@@ -1,4 +1,5 @@
 import asyncio
+import time
 
 from quart_app.realtime.broker import Publication
 from quart_app.realtime.metrics import Metrics
@@ -140,11 +141,12 @@ async def test_a_held_awaited_outbox_wakes_its_consumer_at_release():
 
 
 async def test_after_a_busy_pass_the_flusher_waits_and_coalesces_what_comes_meanwhile():
-    """A pass that took BUSY_SECONDS or more (a saturated process) makes the next one wait
-    COALESCE_SECONDS: publications in between leave in one write per client; quick passes
-    keep the one-write-per-iteration behaviour."""
+    """A busy pass (a saturated process) makes the next one wait COALESCE_SECONDS:
+    publications in between leave in one write per client; quick passes keep the
+    one-write-per-iteration behaviour."""
     flusher = Flusher(high_water_bytes=1 << 20)
-    flusher.BUSY_SECONDS, flusher.COALESCE_SECONDS = 0.0, 0.2   # every pass counts as busy
+    flusher.BUSY_SECONDS, flusher.COALESCE_SECONDS = 0.0, 0.2
+    flusher.saturated = lambda now: True                          # every pass counts as busy
     transport = FakeTransport()
     box = Outbox(10, lambda: None)
     box.use_transport(transport, flusher)
@@ -168,3 +170,46 @@ async def test_after_a_busy_pass_the_flusher_waits_and_coalesces_what_comes_mean
         box.push(pub("feed_item", i))
         await asyncio.sleep(0)
     assert transport.writes == [pub("feed_item", 1).ws_frame(), pub("feed_item", 2).ws_frame()]
+
+
+def test_the_process_is_saturated_when_it_used_most_of_a_core_lately():
+    flusher = Flusher(high_water_bytes=1 << 20)
+    flusher.SAMPLE_SECONDS = 0.05
+    started = time.monotonic()
+    while time.monotonic() - started < 0.1:  # spin: a core's worth
+        pass
+    assert flusher.saturated(time.monotonic())
+    time.sleep(0.1)                          # idle
+    assert not flusher.saturated(time.monotonic())
+    assert not flusher.saturated(time.monotonic())  # within the sample: the last answer
+
+
+class SlowTransport(FakeTransport):
+    def write(self, data):
+        time.sleep(0.02)  # a pass of one write takes 20 ms
+        super().write(data)
+
+
+async def test_long_passes_wait_only_while_the_process_is_saturated():
+    """A pass over BUSY_SECONDS makes the next wait only if the process has no CPU to spare:
+    a server whose writes are slow but whose core is free keeps writing at once."""
+    flusher = Flusher(high_water_bytes=1 << 20)
+    flusher.BUSY_SECONDS, flusher.COALESCE_SECONDS = 0.01, 0.3
+    saturated = []
+    flusher.saturated = lambda now: bool(saturated)
+    transport = SlowTransport()
+    box = Outbox(10, lambda: None)
+    box.use_transport(transport, flusher)
+    for i in (1, 2, 3):  # 20 ms passes back to back, CPU to spare: each at once
+        box.push(pub("feed_item", i))
+        await asyncio.sleep(0)
+        assert len(transport.writes) == i
+    saturated.append(True)
+    box.push(pub("feed_item", 4))  # this pass is long and the process saturated...
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 4
+    box.push(pub("feed_item", 5))  # ...so the next waits for the window
+    await asyncio.sleep(0.1)
+    assert len(transport.writes) == 4
+    await asyncio.sleep(0.3)
+    assert transport.writes[4] == pub("feed_item", 5).ws_frame()

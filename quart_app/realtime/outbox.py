@@ -180,17 +180,20 @@ class Flusher:
     """Writes every direct outbox touched in this loop iteration once, after the dispatch loop.
 
     Coalescing happens for free: publications dispatched in the same iteration (a burst read from
-    Redis in one go) leave in one write per client. Under load it goes further: after a pass
-    that took ``BUSY_SECONDS`` or more (thousands of writes: the process is spending itself on
-    send calls), the next pass starts no sooner than ``COALESCE_SECONDS`` after it, so what
-    was published meanwhile leaves in one write per client instead of one per publication. A
-    loopback send costs ~7 µs of kernel time whatever it carries (bench/RESULTS.md): a saturated
-    process writes the same messages with fewer calls, at the cost of at most that much delay.
+    Redis in one go) leave in one write per client. Under load it goes further: while the
+    process is saturated (it used ``SATURATED_SHARE`` of a core or more over the last
+    ``SAMPLE_SECONDS``), a pass that took ``BUSY_SECONDS`` or more makes the next one start no
+    sooner than ``COALESCE_SECONDS`` after it, so what was published meanwhile leaves in one
+    write per client instead of one per publication. A loopback send costs ~7 µs of kernel time
+    whatever it carries (bench/RESULTS.md): a saturated process writes the same messages with
+    fewer calls, at the cost of at most that much delay; one with CPU to spare never waits.
     """
 
     RETRY_SECONDS = 0.05
-    BUSY_SECONDS = 0.02
+    BUSY_SECONDS = 0.005
     COALESCE_SECONDS = 0.1
+    SATURATED_SHARE = 0.9
+    SAMPLE_SECONDS = 0.1
 
     def __init__(self, high_water_bytes: int) -> None:
         self.high_water = self._high_water = high_water_bytes
@@ -198,6 +201,8 @@ class Flusher:
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._not_before = 0.0  # loop time before which no pass starts (after a busy one)
+        self._sample = (time.monotonic(), time.process_time())  # (wall, CPU) at the last look
+        self._saturated = False
 
     def mark(self, outbox: Outbox) -> None:
         self._dirty.append(outbox)
@@ -212,6 +217,16 @@ class Flusher:
             else:
                 loop.call_soon(self._flush)
 
+    def saturated(self, now: float) -> bool:
+        """Did the process use SATURATED_SHARE of a core since the last look (at most every
+        SAMPLE_SECONDS)?"""
+        wall, used = self._sample
+        if now - wall >= self.SAMPLE_SECONDS:
+            cpu = time.process_time()
+            self._saturated = cpu - used >= self.SATURATED_SHARE * (now - wall)
+            self._sample = (now, cpu)
+        return self._saturated
+
     def _flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
@@ -220,7 +235,8 @@ class Flusher:
         for outbox in dirty:
             if not outbox.closed and not outbox.flush_direct(self._high_water):
                 backed_up.append(outbox)
-        if time.monotonic() - started >= self.BUSY_SECONDS:
+        finished = time.monotonic()
+        if finished - started >= self.BUSY_SECONDS and self.saturated(finished):
             self._not_before = self._loop.time() + self.COALESCE_SECONDS  # type: ignore[union-attr]
         if backed_up:
             self._loop.call_later(self.RETRY_SECONDS, self._retry, backed_up)  # type: ignore
