@@ -55,8 +55,15 @@ async def _worker_main(config, sockets=None, demo: bool = False) -> None:
         from .dashboard.demo import install as install_demo
 
         install_demo(app, svc)
-        print(f"Pulse demo: open http://{config.bind[0]}/dev/login?user=1", flush=True)
     tune_gc()
+    # Listening before anything says so: the demo's URL (or a readiness check) may be opened as
+    # soon as it is printed; connections that arrive before the loop serves wait in the backlog.
+    if sockets is None:
+        sockets = config.create_sockets()
+    for sock in sockets.secure_sockets + sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    if demo:
+        print(f"Pulse demo: open http://{config.bind[0]}/dev/login?user=1", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for name in ("SIGTERM", "SIGINT"):
