@@ -104,3 +104,45 @@ async def test_ws_matrix(live_server, token):
         with pytest.raises(websockets.ConnectionClosed) as info:
             await ws.recv()
         assert info.value.rcvd.code == 4001
+
+
+# -- the segment check (auth._base64url_segment) against PyJWT's own ------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from quart_app.realtime import auth  # noqa: E402
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_segments = st.one_of(
+    st.binary(max_size=64),
+    st.text(alphabet=_ALPHABET + "=+/!. \x00", max_size=64).map(str.encode),
+    st.binary(max_size=48).map(lambda raw: jwt.utils.base64url_encode(raw)),
+    st.tuples(st.binary(max_size=48), st.integers(0, 4)).map(
+        lambda pair: jwt.utils.base64url_encode(pair[0]) + b"=" * pair[1]),
+)
+
+
+def _outcome(check, segment: bytes):
+    try:
+        return ("ok", check(segment, "payload"))
+    except jwt.DecodeError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_segments)
+def test_segment_check_agrees_with_pyjwt(segment):
+    """Every segment PyJWT accepts decodes to the same bytes; every one it refuses is refused
+    with the same message."""
+    theirs = jwt.api_jws.PyJWS._decode_base64url_segment
+    assert _outcome(auth._base64url_segment, segment) == _outcome(theirs, segment)
+
+
+def test_our_pyjwt_uses_the_segment_check():
+    assert auth._JWT._jws._decode_base64url_segment is auth._base64url_segment
+    token = mint_token(SECRET, 7)
+    header, payload, signature = token.split(".")
+    for damaged in (f"{header}.{payload}!.{signature}", f"{header}.{payload}.{signature}===",
+                    f"{header}.{payload[:-1]}.{signature}"):
+        with pytest.raises(Unauthorized, match="Invalid token"):
+            verify_token(SECRET, damaged)
+    assert verify_token(SECRET, f"{header}.{payload}.{signature}").user_id == 7

@@ -8,6 +8,7 @@ reaches proxy and access logs, no function here ever logs a token or echoes it i
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Mapping
 
 import jwt
 from jwt.algorithms import HMACAlgorithm
+from jwt.utils import base64url_decode, base64url_encode
 
 from ..errors import Unauthorized
 
@@ -110,9 +112,34 @@ class _CheckedKeyHMAC(HMACAlgorithm):
         return prepared
 
 
+_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _base64url_segment(segment: bytes, name: str) -> bytes:
+    """PyJWS's check and decoding of one token segment, rule for rule, with its alphabet test
+    done by ``bytes.translate`` (C) instead of a generator over every byte: that generator was
+    15 of a token's 38 µs. At most two ``=``, and then only on a segment whose length is a
+    multiple of 4; nothing outside the base64url alphabet; a length that is not 1 mod 4; and a
+    canonical encoding (re-encoding gives the segment back). tests/test_auth.py holds it to
+    PyJWT's own function on generated segments."""
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    if padding > 2 or (padding and len(segment) % 4) or len(stripped) % 4 == 1 \
+            or stripped.translate(None, _BASE64URL):
+        raise jwt.DecodeError(f"Invalid {name} padding")
+    try:
+        decoded = base64url_decode(stripped)
+    except (TypeError, binascii.Error) as err:
+        raise jwt.DecodeError(f"Invalid {name} padding") from err
+    if base64url_encode(decoded) != stripped:
+        raise jwt.DecodeError(f"Invalid {name} padding")
+    return decoded
+
+
 def _pyjwt() -> jwt.PyJWT:
-    """A PyJWT of our own whose HS256/384/512 check their secret once (see _CheckedKeyHMAC);
-    a PyJWT without the expected registry is used as it is."""
+    """A PyJWT of our own whose HS256/384/512 check their secret once (see _CheckedKeyHMAC)
+    and whose segments are checked by :func:`_base64url_segment`; a PyJWT without the expected
+    registry or segment check is used as it is."""
     instance = jwt.PyJWT()
     jws = getattr(instance, "_jws", None)
     if jws is not None and hasattr(jws, "unregister_algorithm"):
@@ -120,6 +147,8 @@ def _pyjwt() -> jwt.PyJWT:
                                ("HS512", HMACAlgorithm.SHA512)):
             jws.unregister_algorithm(name)
             jws.register_algorithm(name, _CheckedKeyHMAC(hash_alg))
+    if jws is not None and callable(getattr(type(jws), "_decode_base64url_segment", None)):
+        jws._decode_base64url_segment = _base64url_segment  # the instance's, not the class's
     return instance
 
 
