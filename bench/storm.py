@@ -201,6 +201,8 @@ async def storm_restart(args, client, case, name, n, steady_rate, result) -> dic
     old: run.Server = case["server"]
     before = (await command(client, "waitoff -1 0", 10))["offsets"]
     armed = await command(client, f"arm {args.storm_jitter}", 10)
+    # py-spy on the stopping process, attached before the signal, ends when it exits.
+    stopping = await asyncio.to_thread(run.start_profile, args, old, name, "shutdown", 30)
     old_cpu0 = procstat.cpu_split(old.pids)
     t_sig = time.monotonic()
     os.kill(old.pid, signal.SIGTERM)
@@ -216,6 +218,7 @@ async def storm_restart(args, client, case, name, n, steady_rate, result) -> dic
         old.stop()  # SIGKILL after its own wait
         old_cpu = {"cpu_s": None, "note": "did not exit within 30 s"}
     t_exit = time.monotonic()
+    await asyncio.to_thread(run.finish_profile, stopping, result, "shutdown")
     old.stop()  # closes its log
     os.replace(old.log_path, old.log_path + ".before-restart")
     new = run.Server(old.kind, old.port, old.workers, case["cpus"], args.python, case["work"],
@@ -542,7 +545,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default=os.path.join(HERE, "out"))
     p.add_argument("--json", default=None)
     p.add_argument("--profile", default="",
-                   help="py-spy these windows: connect,idle,storm-drop,storm-restart")
+                   help="py-spy these windows: connect,idle,storm-drop,storm-restart, "
+                        "shutdown (the old process, SIGTERM to exit)")
     p.add_argument("--keep-work", action="store_true")
     return p.parse_args(argv)
 
