@@ -6,7 +6,9 @@ verifies the token and opens the session, then a subscribe frame is fed and the 
 
 Redis (the broker and the stats cache) and SQLite are real; what is left out is the kernel and
 uvloop's socket work, so what it prints is the Python CPU a connect costs. Each round connects
-``--n`` new users (64 at a time, like the C client), and the best round is printed:
+``--n`` new users (64 at a time, like the C client), then closes them outside the measured CPU;
+writes are awaited, not polled (a poll loop's CPU grew with Redis's latency and was counted as
+the server's: before 2026-12-07 this printed 1.5–2.5x the figure). The best round is printed:
 
     taskset -c 0 .venv/bin/python bench/connect_path.py [--channel dashboard|mining] \
         [--same-token] [--profile]
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
 import sys
@@ -41,9 +44,21 @@ class FakeTransport:
         self.writes: list[bytes] = []
         self.protocol = None
         self.closing = False
+        self.waiter: tuple[int, asyncio.Future] | None = None  # (writes, future) awaited
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+        waiter = self.waiter
+        if waiter is not None and len(self.writes) >= waiter[0] and not waiter[1].done():
+            waiter[1].set_result(None)
+
+    async def written(self, count: int) -> None:
+        """Until ``count`` writes were made (awaited, not polled: a poll loop's CPU would be
+        counted as the server's)."""
+        if len(self.writes) < count:
+            self.waiter = (count, asyncio.get_running_loop().create_future())
+            await self.waiter[1]
+            self.waiter = None
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -116,24 +131,34 @@ async def measure(args) -> None:
                 f"GET /ws?token={tokens[i]} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket"
                 f"\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-            while transport.protocol is first:  # the 101 goes two loop turns later
-                await asyncio.sleep(0)
+            await transport.written(1)  # the 101, once the endpoint owns the socket
+            assert transport.protocol is not first, transport.writes[0][:40]
             transport.protocol.data_received(subscribe)
-            while len(transport.writes) < 2:  # the 101, then the ack (with its snapshot)
-                await asyncio.sleep(0)
+            await transport.written(2)  # then the ack (with its snapshot)
             opened.append(transport.protocol)
 
         async def one_round(start: int) -> None:
             for i in range(start, start + args.n, 64):
                 await asyncio.gather(*(connect(j) for j in range(i, min(i + 64, start + args.n))))
 
+        async def close_round() -> None:
+            """The round's connections go (outside the measured CPU), so any number of rounds
+            stays under the process's connection cap."""
+            for endpoint in opened:
+                endpoint.connection_lost(None)
+            opened.clear()
+            await asyncio.sleep(0.3)  # what the departures set off (presence, sweeps) runs
+            gc.collect()              # and their garbage goes, before the next round
+
         await one_round(0)  # warm
+        await close_round()
         tune_gc()
         best = float("inf")
         for r in range(1, args.rounds + 1):
             started = cpu()
             await one_round(r * args.n)
             best = min(best, cpu() - started)
+            await close_round()
         if args.profile:  # one more round, under cProfile (its figures are inflated)
             import cProfile
             import pstats
