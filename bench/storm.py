@@ -548,7 +548,10 @@ def parse_args(argv=None):
                    help="py-spy these windows: connect,idle,storm-drop,storm-restart, "
                         "shutdown (the old process, SIGTERM to exit)")
     p.add_argument("--keep-work", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.rate > 0:
+        p.error("--rate must be above 0: the loss check follows offsets that publications make")
+    return args
 
 
 async def main(argv=None) -> dict:
