@@ -302,7 +302,8 @@ def start_profile(args, server: Server, name: str, phase: str, seconds: float):
     cmd = pinned(args.client_cpus) + [py_spy, "record", "--pid", str(target), "--rate",
                                       os.environ.get("BENCH_PY_SPY_RATE", "200"),
                                       "--duration", str(max(1, int(min(60, seconds) + 0.999))),
-                                      "--format", "raw", "-o", out, "--nonblocking"]
+                                      "--format", "raw", "-o", out, "--nonblocking",
+                                      *os.environ.get("BENCH_PY_SPY_EXTRA", "").split()]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.8)  # py-spy attaches
     return proc, out

@@ -1,7 +1,10 @@
 """Faults, shutdown and several processes (DESIGN §8, §10), with real child processes."""
 import asyncio
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -14,7 +17,8 @@ from quart_app.realtime.auth import mint_token
 from quart_app.realtime.broker_redis import RedisBroker
 
 from .conftest import API_KEY, SECRET, free_port, require_service
-from .processes import PrivateRedis, pulse_process, wait_exit
+from .processes import ROOT, SERVICE_VARIABLES, PrivateRedis, pulse_process, wait_exit, \
+    wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +79,53 @@ async def test_sigterm_closes_ws_1012_ends_sse_and_exits(tmp_path):
                 await asyncio.wait_for(drain(), 5)  # the SSE stream ended
         assert await wait_exit(proc, 10) < 10
         assert proc.returncode == 0
+
+
+async def test_clean_stop_runs_exit_handlers_and_flushes_its_last_lines(tmp_path):
+    """A worker that stopped cleanly leaves without the interpreter's teardown (server.leave),
+    yet the exit handlers an embedding program registered run, and the server's last log lines
+    (the database closed, after the 1012s) reach its output."""
+    port = free_port()
+    program = ("import atexit, sys\n"
+               "atexit.register(lambda: print('embedder exit handler ran', flush=True))\n"
+               "from quart_app.__main__ import main\n"
+               f"sys.exit(main(['serve', '--port', '{port}']))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")
+           and k not in SERVICE_VARIABLES}
+    env.update(server_env(tmp_path), PYTHONUNBUFFERED="0")  # buffered: leave() must flush
+    proc = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text[-2000:]
+    assert "shutdown: closing client connections (1012)" in text
+    assert "Disconnected from database" in text
+    assert text.rstrip().endswith("embedder exit handler ran"), text[-500:]
+
+
+def test_leave_waits_for_a_running_thread():
+    """With a non-daemon thread still at work, leave() returns and the interpreter's usual exit
+    waits for the thread; without one, it ends the process at once with the code given."""
+    program = ("import sys, threading, time\n"
+               "from quart_app.server import leave\n"
+               "t = threading.Thread(target=lambda: (time.sleep(0.5), print('thread done', flush=True)))\n"
+               "t.start()\n"
+               "leave(3)\n"
+               "print('leave returned', flush=True)\n"
+               "t.join()\n"
+               "leave(4)\n"
+               "print('not reached', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.stdout.split() == ["leave", "returned", "thread", "done"], done.stderr
+    assert done.returncode == 4
 
 
 async def test_two_instances_stop_one_clients_move_with_nothing_lost(tmp_path, redis_url):
