@@ -110,6 +110,22 @@ async def test_clean_stop_runs_exit_handlers_and_flushes_its_last_lines(tmp_path
     assert text.rstrip().endswith("embedder exit handler ran"), text[-500:]
 
 
+async def test_two_workers_stop_cleanly_with_status_0(tmp_path):
+    """Each worker leaves by server.leave(0) after a clean stop; the parent, which waits for
+    them and answers with their first non-zero status, then exits with 0."""
+    port = free_port()
+    async with pulse_process(port, server_env(tmp_path), args=("--workers", "2")) as proc:
+        async with websockets.connect(
+                f"ws://127.0.0.1:{port}/ws?token={mint_token(SECRET, 1)}") as ws:
+            await subscribe(ws, "mining")
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert info.value.rcvd.code == 1012
+        assert await wait_exit(proc, 10) < 10
+        assert proc.returncode == 0
+
+
 def test_leave_waits_for_a_running_thread():
     """With a non-daemon thread still at work, leave() returns and the interpreter's usual exit
     waits for the thread; without one, it ends the process at once with the code given."""
