@@ -195,24 +195,36 @@ def _shared_metrics():
 def _serve_workers(config, workers: int, demo: bool) -> int:
     sockets = config.create_sockets()
     ctx = multiprocessing.get_context("spawn")
-    processes = []
-    for index in range(workers):
-        # Only the first worker runs the demo simulator: one producer for the whole service.
-        process = ctx.Process(target=_run_worker, args=(config, sockets, demo and index == 0))
-        process.start()
-        processes.append(process)
+    processes: list = []
+    forwarded: set[int] = set()
 
     def forward(signum, _frame) -> None:
+        forwarded.add(signum)
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signum)
 
+    # In place before any worker exists: a signal while they start is passed on, not fatal here.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for index in range(workers):
+        if forwarded:
+            break  # asked to stop before all were started: start no more
+        # Only the first worker runs the demo simulator: one producer for the whole service.
+        process = ctx.Process(target=_run_worker, args=(config, sockets, demo and index == 0))
+        process.start()
+        processes.append(process)
+        for signum in forwarded:  # a signal that came during start() missed this one
+            os.kill(process.pid, signum)
     code = 0
     for process in processes:
         process.join()
-        code = code or (process.exitcode or 0)
+        # A worker still starting when the signal came (before its handlers were in place) is
+        # ended by it: asked to stop, it stopped, which is no failure of the service.
+        status = process.exitcode or 0
+        if status < 0 and -status in forwarded:
+            status = 0
+        code = code or status
     for sock in sockets.secure_sockets + sockets.insecure_sockets:
         sock.close()
     return code

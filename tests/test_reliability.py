@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,6 +125,30 @@ async def test_two_workers_stop_cleanly_with_status_0(tmp_path):
             assert info.value.rcvd.code == 1012
         assert await wait_exit(proc, 10) < 10
         assert proc.returncode == 0
+
+
+async def test_two_workers_stopped_while_starting_exit_with_status_0(tmp_path):
+    """SIGTERM while the workers are still importing (before their handlers are in place) ends
+    them by the signal; the parent forwarded it, so that is a stop asked for, not a failure."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")
+           and k not in SERVICE_VARIABLES}
+    env.update(server_env(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "quart_app", "serve", "--port",
+                             str(free_port()), "--workers", "2"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 15
+        while len(children.read_text().split()) < 2:  # both spawned, neither ready yet
+            assert proc.poll() is None and time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        assert await wait_exit(proc, 15) < 15
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_leave_waits_for_a_running_thread():
