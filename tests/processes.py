@@ -18,13 +18,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICE_VARIABLES = {"REDIS_URL", "DATABASE_URL", "JWT_SECRET", "APP_ENV", "PORT"}
 
 
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a child server: the outer shell's without its Pulse and service
+    variables, then ``env``."""
+    inherited = {k: v for k, v in os.environ.items()
+                 if not k.startswith("PULSE_") and k not in SERVICE_VARIABLES}
+    return {**inherited, **env}
+
+
 @asynccontextmanager
 async def pulse_process(port: int, env: dict[str, str], args: tuple[str, ...] = (),
                         log_path: Path | None = None):
     """``python -m quart_app serve --port PORT`` with ``env``; yields the Popen; stops it by PID."""
-    inherited = {k: v for k, v in os.environ.items()
-                 if not k.startswith("PULSE_") and k not in SERVICE_VARIABLES}
-    full_env = {**inherited, "PYTHONUNBUFFERED": "1", **env}
+    full_env = child_env({"PYTHONUNBUFFERED": "1", **env})
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "quart_app", "serve", "--port", str(port), *args],

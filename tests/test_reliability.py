@@ -1,7 +1,6 @@
 """Faults, shutdown and several processes (DESIGN §8, §10), with real child processes."""
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,7 @@ from quart_app.realtime.auth import mint_token
 from quart_app.realtime.broker_redis import RedisBroker
 
 from .conftest import API_KEY, SECRET, free_port, require_service
-from .processes import ROOT, SERVICE_VARIABLES, PrivateRedis, pulse_process, wait_exit, \
-    wait_healthy
+from .processes import ROOT, PrivateRedis, child_env, pulse_process, wait_exit, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -88,12 +86,11 @@ async def test_clean_stop_runs_exit_handlers_and_flushes_its_last_lines(tmp_path
     (the database closed, after the 1012s) reach its output."""
     port = free_port()
     program = ("import atexit, sys\n"
-               "atexit.register(lambda: print('embedder exit handler ran', flush=True))\n"
+               "atexit.register(lambda: print('embedder exit handler ran'))\n"
                "from quart_app.__main__ import main\n"
                f"sys.exit(main(['serve', '--port', '{port}']))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")
-           and k not in SERVICE_VARIABLES}
-    env.update(server_env(tmp_path), PYTHONUNBUFFERED="0")  # buffered: leave() must flush
+    env = child_env(server_env(tmp_path))
+    env.pop("PYTHONUNBUFFERED", None)  # buffered output into a pipe: leave() must flush it
     proc = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -130,9 +127,7 @@ async def test_two_workers_stop_cleanly_with_status_0(tmp_path):
 async def test_two_workers_stopped_while_starting_exit_with_status_0(tmp_path):
     """SIGTERM while the workers are still importing (before their handlers are in place) ends
     them by the signal; the parent forwarded it, so that is a stop asked for, not a failure."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")
-           and k not in SERVICE_VARIABLES}
-    env.update(server_env(tmp_path))
+    env = child_env(server_env(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "quart_app", "serve", "--port",
                              str(free_port()), "--workers", "2"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
