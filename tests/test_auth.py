@@ -4,7 +4,9 @@ import time
 import jwt
 import pytest
 import websockets
+from hypothesis import given, settings, strategies as st
 
+from quart_app.realtime import auth
 from quart_app.realtime.auth import mint_token, token_from_request, verify_token
 from quart_app.errors import Unauthorized
 
@@ -107,10 +109,6 @@ async def test_ws_matrix(live_server, token):
 
 
 # -- the segment check (auth._base64url_segment) against PyJWT's own ------------------------
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from quart_app.realtime import auth  # noqa: E402
-
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _segments = st.one_of(
     st.binary(max_size=64),
